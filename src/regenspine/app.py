@@ -1,0 +1,71 @@
+"""The ASGI application: JSON API, HTML pages and health check over the same services."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from regenspine import __version__
+from regenspine.config import Settings, get_settings
+from regenspine.db import database_is_reachable, session_factory
+from regenspine.web import problems
+from regenspine.web.middleware import SecurityHeaders
+
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    from regenspine.catalog.conditions import get_catalogue
+
+    get_catalogue()  # reference data is validated at start-up; a broken file stops the app
+
+    app = FastAPI(
+        title="RegenSpine",
+        version=__version__,
+        description=(
+            "Clinic API for autologous bone-marrow cell therapy of spinal pain. Authenticate "
+            "with a session cookie (browser) or `Authorization: Bearer <token>` (integrations). "
+            "Errors are RFC 9457 problem+json with a reference id."
+        ),
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory(settings.database_url)
+    app.add_middleware(SecurityHeaders)
+    problems.install(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    from regenspine.audit import api as audit_api
+    from regenspine.audit import pages as audit_pages
+    from regenspine.auth import api as auth_api
+    from regenspine.auth import pages as auth_pages
+    from regenspine.catalog import api as catalog_api
+    from regenspine.patients import api as patients_api
+    from regenspine.patients import pages as patients_pages
+
+    for module in (auth_api, patients_api, audit_api, catalog_api):
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (auth_pages, patients_pages, audit_pages):
+        app.include_router(module.router, include_in_schema=False)
+
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "Database unreachable"}})
+    def healthz(request: Request) -> JSONResponse:
+        ok = database_is_reachable(request.app.state.session_factory)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "database": ok, "version": __version__},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/patients", status_code=303)
+
+    logging.getLogger("regenspine").setLevel(logging.INFO)
+    return app

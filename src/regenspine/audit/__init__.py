@@ -1,0 +1,1 @@
+"""Tamper-evident audit log: every access to patient data and every security event, hash-chained."""

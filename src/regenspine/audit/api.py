@@ -1,0 +1,82 @@
+"""JSON API for auditors: search, CSV export and chain verification."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from regenspine.audit import service
+from regenspine.audit.schemas import AuditPagePublic, AuditRecordPublic, ChainStatus
+from regenspine.auth.permissions import Permission
+from regenspine.web.security import ApiActor, Db
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
+
+
+def audit_filter(
+    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    username: Annotated[str | None, Query(max_length=150)] = None,
+    action: Annotated[str | None, Query(max_length=80)] = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> service.AuditFilter:
+    return service.AuditFilter(patient_id, username, action, date_from, date_to)
+
+
+
+
+@router.get("/records", response_model=AuditPagePublic, responses=REFUSALS)
+def records(
+    db: Db,
+    actor: ApiActor,
+    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    username: Annotated[str | None, Query(max_length=150)] = None,
+    action: Annotated[str | None, Query(max_length=80)] = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> AuditPagePublic:
+    flt = audit_filter(patient_id, username, action, date_from, date_to)
+    result = service.search(db, actor, flt, page)
+    return AuditPagePublic(
+        items=[AuditRecordPublic.model_validate(r) for r in result.records],
+        total=result.total, page=result.page, pages=result.pages,
+    )
+
+
+@router.get(
+    "/records.csv", responses=REFUSALS | {200: {"content": {"text/csv": {}}}},
+    response_class=StreamingResponse,
+)
+def records_csv(
+    db: Db,
+    actor: ApiActor,
+    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    username: Annotated[str | None, Query(max_length=150)] = None,
+    action: Annotated[str | None, Query(max_length=80)] = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> StreamingResponse:
+    flt = audit_filter(patient_id, username, action, date_from, date_to)
+    lines = service.export_csv(db, actor, flt)
+    return StreamingResponse(
+        lines, media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
+    )
+
+
+@router.get("/verify", response_model=ChainStatus, responses=REFUSALS)
+def verify(db: Db, actor: ApiActor) -> ChainStatus:
+    actor.require(Permission.AUDIT_READ)
+    result = service.verify(db)
+    brk = result.first_break
+    return ChainStatus(
+        intact=result.intact, records=result.records, head_hash=result.head_hash,
+        first_break_seq=brk.seq if brk else None,
+        first_break_kind=str(brk.kind) if brk else None,
+        explanation=brk.explanation if brk else None,
+    )

@@ -1,0 +1,89 @@
+"""The audit log page for auditors: filter, page through, export as CSV."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from regenspine.audit import service
+from regenspine.patients.rules import parse_date
+from regenspine.web.security import Db, PageActor
+from regenspine.web.templating import render
+
+router = APIRouter()
+
+
+def _filter(
+    patient_id: str, username: str, action: str, date_from: str, date_to: str
+) -> tuple[service.AuditFilter, dict[str, str]]:
+    errors: dict[str, str] = {}
+    pid = int(patient_id) if patient_id.strip().isdigit() else None
+    if patient_id.strip() and pid is None:
+        errors["patient_id"] = "patient"
+
+    def as_date(value: str, key: str) -> date | None:
+        if not value.strip():
+            return None
+        parsed = parse_date(value)
+        if parsed is None:
+            errors[key] = "date"
+        return parsed
+
+    flt = service.AuditFilter(
+        patient_id=pid,
+        username=username.strip() or None,
+        action=action.strip() or None,
+        date_from=as_date(date_from, "date_from"),
+        date_to=as_date(date_to, "date_to"),
+    )
+    return flt, errors
+
+
+Text = Annotated[str, Query(max_length=150)]
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_log(
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    patient_id: Text = "",
+    username: Text = "",
+    action: Text = "",
+    date_from: Text = "",
+    date_to: Text = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    flt, errors = _filter(patient_id, username, action, date_from, date_to)
+    result = service.search(db, actor, flt, page)
+    query = request.url.query
+    return render(
+        request, "audit/log.html",
+        {
+            "result": result,
+            "errors": errors,
+            "values": {"patient_id": patient_id, "username": username, "action": action,
+                       "date_from": date_from, "date_to": date_to},
+            "query": query,
+        },
+    )
+
+
+@router.get("/audit/export.csv")
+def audit_export(
+    db: Db,
+    actor: PageActor,
+    patient_id: Text = "",
+    username: Text = "",
+    action: Text = "",
+    date_from: Text = "",
+    date_to: Text = "",
+) -> StreamingResponse:
+    flt, _ = _filter(patient_id, username, action, date_from, date_to)
+    return StreamingResponse(
+        service.export_csv(db, actor, flt), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
+    )

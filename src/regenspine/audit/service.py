@@ -1,0 +1,253 @@
+"""Appending to, searching and verifying the audit log; appends join the caller's transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select
+from sqlalchemy.orm import Session
+
+from regenspine.audit.chain import GENESIS_HASH, ChainEntry, VerifyResult, compute_hash, verify_chain
+from regenspine.audit.models import AuditRecord
+from regenspine.auth.actor import Actor
+from regenspine.auth.permissions import Permission
+from regenspine.db import serialise_appends, utcnow
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    REFUSED = "refused"
+    FAILURE = "failure"
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    entity_type: str = "",
+    entity_id: str | int = "",
+    patient_id: int | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    detail: Mapping[str, Any] | None = None,
+) -> AuditRecord:
+    """Append one record to the chain inside the caller's transaction."""
+    serialise_appends(session, "audit_records")
+    head = session.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS_HASH)
+    entry = ChainEntry(
+        seq=seq,
+        at=utcnow(),
+        actor_user_id=actor.user_id,
+        actor_username=actor.username,
+        actor_role=str(actor.role or ""),
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        patient_id=patient_id,
+        source_ip=actor.source_ip,
+        outcome=str(outcome),
+        detail=json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, default=str),
+        prev_hash=prev_hash,
+        hash="",
+    )
+    row = AuditRecord(
+        seq=entry.seq,
+        at=entry.at,
+        actor_user_id=entry.actor_user_id,
+        actor_username=entry.actor_username,
+        actor_role=entry.actor_role,
+        action=entry.action,
+        entity_type=entry.entity_type,
+        entity_id=entry.entity_id,
+        patient_id=entry.patient_id,
+        source_ip=entry.source_ip,
+        outcome=entry.outcome,
+        detail=entry.detail,
+        prev_hash=prev_hash,
+        hash=compute_hash(prev_hash, entry),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    action: str
+    entity_type: str = ""
+    entity_id: str | int = ""
+    patient_id: int | None = None
+    detail: Mapping[str, Any] | None = None
+
+
+def record_many(session: Session, actor: Actor, pending: Sequence[PendingRecord]) -> int:
+    """Appends many records in one statement (bulk loads); same chain rules as record()."""
+    serialise_appends(session, "audit_records")
+    head = session.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for item in pending:
+        seq += 1
+        entry = ChainEntry(
+            seq=seq, at=now, actor_user_id=actor.user_id, actor_username=actor.username,
+            actor_role=str(actor.role or ""), action=item.action, entity_type=item.entity_type,
+            entity_id=str(item.entity_id), patient_id=item.patient_id, source_ip=actor.source_ip,
+            outcome=str(Outcome.SUCCESS),
+            detail=json.dumps(dict(item.detail or {}), ensure_ascii=False, sort_keys=True,
+                              default=str),
+            prev_hash=prev_hash, hash="",
+        )
+        digest = compute_hash(prev_hash, entry)
+        rows.append({k: v for k, v in vars(entry).items() if k != "row_id"} | {"hash": digest})
+        prev_hash = digest
+    if rows:
+        session.execute(insert(AuditRecord), rows)
+    return len(rows)
+
+
+def to_entry(row: AuditRecord) -> ChainEntry:
+    return ChainEntry(
+        seq=row.seq,
+        at=row.at,
+        actor_user_id=row.actor_user_id,
+        actor_username=row.actor_username,
+        actor_role=row.actor_role,
+        action=row.action,
+        entity_type=row.entity_type,
+        entity_id=row.entity_id,
+        patient_id=row.patient_id,
+        source_ip=row.source_ip,
+        outcome=row.outcome,
+        detail=row.detail,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        row_id=row.id,
+    )
+
+
+def verify(session: Session) -> VerifyResult:
+    rows = session.execute(
+        select(AuditRecord).order_by(AuditRecord.seq).execution_options(yield_per=2000)
+    ).scalars()
+    return verify_chain(to_entry(row) for row in rows)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    patient_id: int | None = None
+    username: str | None = None
+    action: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
+    if flt.patient_id is not None:
+        query = query.where(AuditRecord.patient_id == flt.patient_id)
+    if flt.username:
+        query = query.where(AuditRecord.actor_username == flt.username.strip().lower())
+    if flt.action:
+        query = query.where(AuditRecord.action.startswith(flt.action.strip()))
+    if flt.date_from:
+        query = query.where(AuditRecord.at >= datetime.combine(flt.date_from, time(), UTC))
+    if flt.date_to:
+        end = datetime.combine(flt.date_to + timedelta(days=1), time(), UTC)
+        query = query.where(AuditRecord.at < end)
+    return query
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    records: list[AuditRecord]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+def search(
+    session: Session, actor: Actor, flt: AuditFilter, page: int = 1, page_size: int = 50
+) -> AuditPage:
+    actor.require(Permission.AUDIT_READ)
+    page = max(1, page)
+    total = session.scalar(_filtered(select(func.count(AuditRecord.id)), flt)) or 0
+    rows = session.scalars(
+        _filtered(select(AuditRecord), flt)
+        .order_by(AuditRecord.seq.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    record(
+        session,
+        actor,
+        "audit.search",
+        entity_type="audit_log",
+        detail={k: v for k, v in vars(flt).items() if v is not None} | {"page": page},
+    )
+    return AuditPage(list(rows), total, page, page_size)
+
+
+CSV_COLUMNS = [
+    "seq",
+    "at",
+    "actor_username",
+    "actor_role",
+    "action",
+    "entity_type",
+    "entity_id",
+    "patient_id",
+    "source_ip",
+    "outcome",
+    "detail",
+    "prev_hash",
+    "hash",
+]
+
+
+def export_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]:
+    """CSV of the filtered log, oldest first, with hashes so a reader can re-check the chain."""
+    actor.require(Permission.AUDIT_EXPORT)
+    record(
+        session,
+        actor,
+        "audit.export",
+        entity_type="audit_log",
+        detail={k: v for k, v in vars(flt).items() if v is not None},
+    )
+    rows = session.scalars(_filtered(select(AuditRecord), flt).order_by(AuditRecord.seq)).all()
+    return _csv_lines(rows)
+
+
+def _csv_lines(rows: Sequence[AuditRecord]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue()
+    for row in rows:
+        buffer.seek(0)
+        buffer.truncate()
+        values = [getattr(row, c) for c in CSV_COLUMNS]
+        values[1] = row.at.isoformat()
+        writer.writerow(["" if v is None else _csv_safe(str(v)) for v in values])
+        yield buffer.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    # Spreadsheet programs execute cells that start with these characters (CSV injection).
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -1,0 +1,88 @@
+"""JSON API for accounts and API tokens; the same services as the pages."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from regenspine.auth import service
+from regenspine.auth.schemas import (
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenPublic,
+    Me,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from regenspine.web.security import ApiActor, Db, Ident
+
+router = APIRouter(tags=["accounts"])
+REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
+
+
+@router.get("/me", response_model=Me, responses=REFUSALS)
+def me(actor: ApiActor, identity: Ident) -> Me:
+    return Me(
+        username=actor.username,
+        full_name=actor.full_name,
+        role=actor.role,
+        permissions=sorted(actor.permissions),
+        via_token=actor.via_token,
+        csrf_token=identity.web_session.csrf_token if identity.web_session else None,
+    )
+
+
+@router.get("/users", response_model=list[UserPublic], responses=REFUSALS)
+def list_users(db: Db, actor: ApiActor) -> list[UserPublic]:
+    return [UserPublic.model_validate(u) for u in service.list_users(db, actor)]
+
+
+@router.post(
+    "/users", response_model=UserPublic, status_code=201,
+    responses=REFUSALS | {422: {"description": "Invalid account data"}},
+)
+def create_user(body: UserCreate, db: Db, actor: ApiActor) -> UserPublic:
+    user = service.create_user(
+        db, actor,
+        service.UserCreate(
+            username=body.username, full_name=body.full_name, role=body.role.value,
+            password=body.password, email=body.email, language=body.language,
+        ),
+    )
+    return UserPublic.model_validate(user)
+
+
+@router.patch(
+    "/users/{user_id}", response_model=UserPublic,
+    responses=REFUSALS | {404: {"description": "No such user"}, 409: {"description": "Conflict"}},
+)
+def update_user(user_id: int, body: UserUpdate, db: Db, actor: ApiActor) -> UserPublic:
+    user = service.update_user(
+        db, actor, user_id, role=body.role.value if body.role else None, is_active=body.is_active
+    )
+    return UserPublic.model_validate(user)
+
+
+@router.get("/tokens", response_model=list[ApiTokenPublic], responses=REFUSALS)
+def list_tokens(db: Db, actor: ApiActor) -> list[ApiTokenPublic]:
+    return [ApiTokenPublic.model_validate(t) for t in service.list_api_tokens(db, actor)]
+
+
+@router.post(
+    "/tokens", response_model=ApiTokenCreated, status_code=201,
+    responses=REFUSALS | {400: {"description": "Refused"}, 422: {"description": "Invalid"}},
+)
+def create_token(body: ApiTokenCreate, db: Db, actor: ApiActor) -> ApiTokenCreated:
+    token, secret = service.create_api_token(db, actor, body.name, body.scopes, body.days_valid)
+    return ApiTokenCreated.model_validate(
+        ApiTokenPublic.model_validate(token).model_dump() | {"token": secret}
+    )
+
+
+@router.delete(
+    "/tokens/{token_id}", status_code=204,
+    responses=REFUSALS | {404: {"description": "No such token"}},
+)
+def revoke_token(token_id: int, db: Db, actor: ApiActor) -> Response:
+    service.revoke_api_token(db, actor, token_id)
+    return Response(status_code=204)

@@ -1,0 +1,268 @@
+"""Sign-in, two-step verification, my account and staff administration pages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from regenspine.auth import service
+from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
+from regenspine.auth.rules import check_password
+from regenspine.errors import DomainError, InvalidInput
+from regenspine.i18n import LANGUAGES
+from regenspine.web.boundary import client_ip, refusable, request_actor
+from regenspine.web.security import (
+    SESSION_COOKIE,
+    AccountActor,
+    Db,
+    Ident,
+    PageActor,
+    session_cookie_kwargs,
+)
+from regenspine.web.templating import render
+
+router = APIRouter()
+FormStr = Annotated[str, Form()]
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: an open redirect would let a phishing link borrow our sign-in page.
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/patients"
+    parsed = urlparse(target)
+    return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+
+
+def _set_session_cookie(response: Response, token: str) -> None:
+    response.set_cookie(SESSION_COOKIE, token, **session_cookie_kwargs())  # type: ignore[arg-type]
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, identity: Ident, next: str | None = None) -> Response:
+    if identity.fully_signed_in:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return render(request, "auth/login.html", {"next": _safe_next(next)})
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    db: Db,
+    identity: Ident,
+    username: FormStr = "",
+    password: FormStr = "",
+    next: FormStr = "/patients",
+) -> Response:
+    actor = request_actor(request)
+    try:
+        with refusable(db, actor):
+            result = service.sign_in(
+                db, username, password, client_ip(request),
+                request.headers.get("user-agent", ""), identity.session_token,
+            )
+    except DomainError as exc:
+        return render(
+            request, "auth/login.html",
+            {"error": exc.message, "username": username[:150], "next": _safe_next(next)},
+            status=401,
+        )
+    target = "/login/mfa?next=" + _safe_next(next) if result.needs_mfa else _safe_next(next)
+    response = RedirectResponse(target, status_code=303)
+    _set_session_cookie(response, result.session_token)
+    response.set_cookie("rs_lang", result.user.language, samesite="lax", httponly=True)
+    return response
+
+
+@router.get("/login/mfa", response_class=HTMLResponse)
+def mfa_form(request: Request, identity: Ident, next: str | None = None) -> Response:
+    if identity.web_session is None:
+        return RedirectResponse("/login", status_code=303)
+    return render(request, "auth/mfa.html", {"next": _safe_next(next)})
+
+
+@router.post("/login/mfa", response_class=HTMLResponse)
+def mfa_verify(
+    request: Request, db: Db, identity: Ident, code: FormStr = "", next: FormStr = "/patients"
+) -> Response:
+    if identity.session_token is None:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        with refusable(db, request_actor(request)):
+            token, _ = service.complete_mfa(
+                db, identity.session_token, code, client_ip(request),
+                request.headers.get("user-agent", ""),
+            )
+    except DomainError as exc:
+        return render(request, "auth/mfa.html", {"error": exc.message, "next": next}, status=401)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    _set_session_cookie(response, token)
+    return response
+
+
+@router.post("/logout")
+def logout(db: Db, identity: Ident) -> Response:
+    if identity.actor is not None and identity.session_token:
+        service.sign_out(db, identity.actor, identity.session_token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/language")
+def choose_language(
+    request: Request, db: Db, identity: Ident, language: FormStr = "en", next: FormStr = "/"
+) -> Response:
+    language = language if language in LANGUAGES else "en"
+    if identity.actor is not None and identity.user is not None:
+        service.set_language(db, identity.actor, language)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie("rs_lang", language, samesite="lax", httponly=True, max_age=31536000)
+    return response
+
+
+# --- my account ---------------------------------------------------------------------------
+
+
+def _account(request: Request, db: Db, actor: AccountActor, **extra: object) -> Response:
+    status = int(extra.pop("status", 200))  # type: ignore[call-overload]
+    tokens = service.list_api_tokens(db, actor)
+    scopes = sorted(p.value for p in ROLE_PERMISSIONS[actor.role]) if actor.role else []
+    return render(
+        request, "auth/account.html",
+        {"tokens": tokens, "scopes": scopes} | extra, status=status,
+    )
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request, db: Db, actor: AccountActor) -> Response:
+    return _account(request, db, actor)
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+def change_password(
+    request: Request, db: Db, actor: AccountActor,
+    current_password: FormStr = "", new_password: FormStr = "",
+) -> Response:
+    try:
+        with refusable(db, actor):
+            service.change_password(db, actor, current_password, new_password)
+    except InvalidInput as exc:
+        return _account(request, db, actor, password_errors=exc.field_errors, status=422)
+    return _account(request, db, actor, password_changed=True)
+
+
+@router.post("/account/password-strength", response_class=HTMLResponse)
+def password_strength(
+    request: Request, actor: AccountActor, new_password: FormStr = ""
+) -> Response:
+    strength = check_password(new_password, (actor.username, *actor.full_name.split()))
+    return render(
+        request, "auth/_partials/strength.html",
+        {"strength": strength, "empty": not new_password},
+    )
+
+
+@router.get("/account/mfa", response_class=HTMLResponse)
+def mfa_enrol(request: Request, db: Db, actor: AccountActor) -> Response:
+    if identity_user_has_mfa(request):
+        return RedirectResponse("/account", status_code=303)
+    enrolment = service.begin_mfa_enrolment(db, actor)
+    return render(request, "auth/mfa_enrol.html", {"enrolment": enrolment})
+
+
+def identity_user_has_mfa(request: Request) -> bool:
+    identity = request.state.identity
+    return bool(identity.user is not None and identity.user.mfa_enabled)
+
+
+@router.post("/account/mfa", response_class=HTMLResponse)
+def mfa_confirm(request: Request, db: Db, actor: AccountActor, code: FormStr = "") -> Response:
+    try:
+        with refusable(db, actor):
+            codes = service.confirm_mfa_enrolment(db, actor, code)
+    except InvalidInput as exc:
+        enrolment = service.begin_mfa_enrolment(db, actor)
+        return render(
+            request, "auth/mfa_enrol.html",
+            {"enrolment": enrolment, "errors": exc.field_errors}, status=422,
+        )
+    return render(request, "auth/mfa_codes.html", {"codes": codes})
+
+
+@router.post("/account/tokens", response_class=HTMLResponse)
+def create_token(
+    request: Request, db: Db, actor: AccountActor, name: FormStr = "",
+) -> Response:
+    scopes = [s for s in _form_list(request, "scopes")]
+    try:
+        with refusable(db, actor):
+            token, secret = service.create_api_token(db, actor, name, scopes)
+    except InvalidInput as exc:
+        return _account(request, db, actor, token_errors=exc.field_errors, status=422)
+    return _account(request, db, actor, new_token=secret)
+
+
+def _form_list(request: Request, key: str) -> list[str]:
+    form = request._form  # already parsed by the CSRF check
+    return [v for v in form.getlist(key) if isinstance(v, str)] if form is not None else []
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def revoke_token(token_id: int, db: Db, actor: AccountActor) -> Response:
+    service.revoke_api_token(db, actor, token_id)
+    return RedirectResponse("/account", status_code=303)
+
+
+# --- staff administration -----------------------------------------------------------------
+
+
+def _users_page(request: Request, db: Db, actor: PageActor, **extra: object) -> Response:
+    status = int(extra.pop("status", 200))  # type: ignore[call-overload]
+    users = service.list_users(db, actor)
+    return render(
+        request, "auth/users.html",
+        {"users": users, "roles": list(Role), "role_labels": ROLE_LABELS} | extra, status=status,
+    )
+
+
+@router.get("/admin/users", response_class=HTMLResponse)
+def users(request: Request, db: Db, actor: PageActor) -> Response:
+    return _users_page(request, db, actor)
+
+
+@router.post("/admin/users", response_class=HTMLResponse)
+def create_user(
+    request: Request, db: Db, actor: PageActor,
+    username: FormStr = "", full_name: FormStr = "", role: FormStr = "",
+    password: FormStr = "", email: FormStr = "", language: FormStr = "pl",
+) -> Response:
+    form = {"username": username, "full_name": full_name, "role": role, "email": email,
+            "language": language}
+    try:
+        with refusable(db, actor):
+            user = service.create_user(
+                db, actor,
+                service.UserCreate(username, full_name, role, password, email or None, language),
+            )
+    except InvalidInput as exc:
+        return _users_page(request, db, actor, errors=exc.field_errors, form=form, status=422)
+    return _users_page(request, db, actor, created=user.username)
+
+
+@router.post("/admin/users/{user_id}", response_class=HTMLResponse)
+def update_user(
+    request: Request, db: Db, actor: PageActor, user_id: int,
+    role: FormStr = "", is_active: FormStr = "",
+) -> Response:
+    try:
+        with refusable(db, actor):
+            service.update_user(
+                db, actor, user_id, role=role or None,
+                is_active={"yes": True, "no": False}.get(is_active),
+            )
+    except DomainError as exc:
+        return _users_page(request, db, actor, update_error=exc.message, status=exc.status)
+    return RedirectResponse("/admin/users", status_code=303)

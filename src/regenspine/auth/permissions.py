@@ -1,0 +1,79 @@
+"""Who may do what: the single table of roles and their permissions (pure, no I/O)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from regenspine.errors import N_
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    COORDINATOR = "coordinator"
+    DOCTOR = "doctor"
+    NURSE = "nurse"
+    LAB_TECHNICIAN = "lab_technician"
+    PHYSIOTHERAPIST = "physiotherapist"
+    MEDICAL_DIRECTOR = "medical_director"
+    AUDITOR = "auditor"
+
+
+ROLE_LABELS: dict[Role, str] = {
+    Role.ADMIN: N_("Administrator"),
+    Role.COORDINATOR: N_("Coordinator"),
+    Role.DOCTOR: N_("Doctor"),
+    Role.NURSE: N_("Nurse"),
+    Role.LAB_TECHNICIAN: N_("Laboratory technician"),
+    Role.PHYSIOTHERAPIST: N_("Physiotherapist"),
+    Role.MEDICAL_DIRECTOR: N_("Medical director"),
+    Role.AUDITOR: N_("Auditor"),
+}
+
+
+class Permission(StrEnum):
+    PATIENT_READ = "patient:read"
+    PATIENT_CREATE = "patient:create"
+    PATIENT_AMEND = "patient:amend"
+    CARE_TEAM_MANAGE = "care_team:manage"
+    CATALOG_READ = "catalog:read"
+    AUDIT_READ = "audit:read"
+    AUDIT_EXPORT = "audit:export"
+    USER_MANAGE = "user:manage"
+
+
+_CLINICAL_WRITE = {
+    Permission.PATIENT_READ,
+    Permission.PATIENT_CREATE,
+    Permission.PATIENT_AMEND,
+    Permission.CATALOG_READ,
+}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    # Administrators run accounts and watch security events; they do not read clinical records.
+    Role.ADMIN: frozenset({Permission.USER_MANAGE, Permission.AUDIT_READ, Permission.CATALOG_READ}),
+    Role.COORDINATOR: frozenset(_CLINICAL_WRITE | {Permission.CARE_TEAM_MANAGE}),
+    Role.DOCTOR: frozenset(_CLINICAL_WRITE | {Permission.CARE_TEAM_MANAGE}),
+    Role.NURSE: frozenset(_CLINICAL_WRITE),
+    Role.LAB_TECHNICIAN: frozenset({Permission.PATIENT_READ, Permission.CATALOG_READ}),
+    # Record-level rule: a physiotherapist reads only patients on whose care team they are.
+    Role.PHYSIOTHERAPIST: frozenset({Permission.PATIENT_READ, Permission.CATALOG_READ}),
+    Role.MEDICAL_DIRECTOR: frozenset(
+        _CLINICAL_WRITE
+        | {Permission.CARE_TEAM_MANAGE, Permission.AUDIT_READ, Permission.AUDIT_EXPORT}
+    ),
+    Role.AUDITOR: frozenset(
+        {
+            Permission.PATIENT_READ,
+            Permission.CATALOG_READ,
+            Permission.AUDIT_READ,
+            Permission.AUDIT_EXPORT,
+        }
+    ),
+}
+
+# Roles whose access to a patient depends on being on that patient's care team.
+CARE_TEAM_RESTRICTED_ROLES: frozenset[Role] = frozenset({Role.PHYSIOTHERAPIST})
+
+
+def role_has(role: Role, permission: Permission) -> bool:
+    return permission in ROLE_PERMISSIONS[role]

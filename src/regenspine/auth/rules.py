@@ -1,0 +1,113 @@
+"""Pure sign-in rules: the password policy, throttling and session lifetimes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from regenspine.errors import N_, Message
+
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MAX_LENGTH = 128
+
+
+@lru_cache(maxsize=1)
+def _common_passwords() -> frozenset[str]:
+    # zxcvbn ships the 30,000 most frequent passwords from public breach corpora.
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
+
+
+def common_password_count() -> int:
+    return len(_common_passwords())
+
+
+@dataclass(frozen=True)
+class PasswordStrength:
+    score: int  # 0..4 as zxcvbn reports it
+    problems: tuple[Message, ...]
+
+    @property
+    def acceptable(self) -> bool:
+        return not self.problems
+
+
+def check_password(password: str, user_inputs: Sequence[str] = ()) -> PasswordStrength:
+    """The policy: 12-128 characters, not a known breached password, not easily guessed."""
+    problems: list[Message] = []
+    if len(password) < PASSWORD_MIN_LENGTH:
+        problems.append(
+            Message(
+                N_("The password must have at least %(min)d characters."), min=PASSWORD_MIN_LENGTH
+            )
+        )
+    if len(password) > PASSWORD_MAX_LENGTH:
+        problems.append(
+            Message(
+                N_("The password may have at most %(max)d characters."), max=PASSWORD_MAX_LENGTH
+            )
+        )
+        return PasswordStrength(0, tuple(problems))
+    if password.lower() in _common_passwords() or password.strip().lower() in _common_passwords():
+        problems.append(
+            Message(N_("This password appears in lists of leaked passwords; choose another."))
+        )
+    lowered = password.lower()
+    for value in user_inputs:
+        if value and len(value) >= 3 and value.lower() in lowered:
+            problems.append(Message(N_("The password must not contain your name or username.")))
+            break
+    score = _zxcvbn_score(password, user_inputs) if password else 0
+    if score < 3 and not problems:
+        problems.append(
+            Message(
+                N_(
+                    "This password is too easy to guess. Use a longer phrase of several "
+                    "unrelated words."
+                )
+            )
+        )
+    return PasswordStrength(score, tuple(problems))
+
+
+def _zxcvbn_score(password: str, user_inputs: Sequence[str]) -> int:
+    from zxcvbn import zxcvbn
+
+    return int(zxcvbn(password, user_inputs=[u for u in user_inputs if u])["score"])
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    max_failures_per_account: int = 5
+    max_failures_per_ip: int = 30
+    window: timedelta = timedelta(minutes=15)
+
+
+def sign_in_locked(
+    account_failures: int, ip_failures: int, policy: ThrottlePolicy
+) -> bool:
+    """Counts are failures within the policy window since the last success."""
+    return (
+        account_failures >= policy.max_failures_per_account
+        or ip_failures >= policy.max_failures_per_ip
+    )
+
+
+@dataclass(frozen=True)
+class SessionLifetime:
+    idle: timedelta = timedelta(minutes=30)
+    absolute: timedelta = timedelta(hours=12)
+
+
+def session_expired(
+    created_at: datetime, last_seen_at: datetime, now: datetime, lifetime: SessionLifetime
+) -> str | None:
+    """Returns why the session has ended ("idle" or "absolute"), or None while it is valid."""
+    if now - created_at >= lifetime.absolute:
+        return "absolute_timeout"
+    if now - last_seen_at >= lifetime.idle:
+        return "idle_timeout"
+    return None

@@ -1,0 +1,549 @@
+"""Sign-in, sessions, MFA, API tokens and staff accounts; every step leaves an audit record."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import pyotp
+import segno
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from regenspine.audit import service as audit
+from regenspine.audit.models import AuditRecord
+from regenspine.auth.actor import Actor
+from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
+from regenspine.auth.permissions import ROLE_PERMISSIONS, Permission, Role
+from regenspine.auth.rules import (
+    SessionLifetime,
+    ThrottlePolicy,
+    check_password,
+    session_expired,
+    sign_in_locked,
+)
+from regenspine.config import get_settings
+from regenspine.db import utcnow
+from regenspine.errors import (
+    N_,
+    Conflict,
+    DomainError,
+    InvalidInput,
+    Message,
+    NotAuthenticated,
+    NotFound,
+    RefusalRecord,
+)
+
+LOGIN_FAILED = "auth.login_failed"
+LOGIN_SUCCEEDED = "auth.login"
+RECOVERY_CODE_COUNT = 10
+TOKEN_PREFIX = "rst_"
+
+
+class InvalidCredentials(NotAuthenticated):
+    title = "Sign-in failed"
+
+
+@lru_cache(maxsize=1)
+def _hasher() -> PasswordHasher:
+    s = get_settings()
+    return PasswordHasher(
+        time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_cost, parallelism=s.argon2_parallelism
+    )
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def _password_matches(stored_hash: str, password: str) -> bool:
+    try:
+        return _hasher().verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A real hash to verify against when the username is unknown, so timing does not reveal it.
+@lru_cache(maxsize=1)
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _throttle_policy() -> ThrottlePolicy:
+    s = get_settings()
+    return ThrottlePolicy(
+        max_failures_per_account=s.login_max_failures,
+        max_failures_per_ip=s.login_max_failures_per_ip,
+        window=timedelta(minutes=s.login_lock_minutes),
+    )
+
+
+def _lifetime() -> SessionLifetime:
+    s = get_settings()
+    return SessionLifetime(
+        idle=timedelta(minutes=s.session_idle_minutes),
+        absolute=timedelta(hours=s.session_absolute_hours),
+    )
+
+
+def _recent_failures(session: Session, column: str, value: str, since: datetime) -> int:
+    col = AuditRecord.entity_id if column == "account" else AuditRecord.source_ip
+    last_success = session.scalar(
+        select(func.max(AuditRecord.at)).where(
+            AuditRecord.action == LOGIN_SUCCEEDED, col == value
+        )
+    )
+    start = max(since, last_success) if last_success else since
+    return session.scalar(
+        select(func.count(AuditRecord.id)).where(
+            AuditRecord.action == LOGIN_FAILED, col == value, AuditRecord.at > start
+        )
+    ) or 0
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user: User
+    session_token: str
+    web_session: WebSession
+
+    @property
+    def needs_mfa(self) -> bool:
+        return not self.web_session.mfa_passed
+
+
+def _failed(username: str, reason: str) -> InvalidCredentials:
+    # One message for every cause, so an attacker learns nothing about accounts or locks.
+    return InvalidCredentials(
+        Message(
+            N_(
+                "Sign-in failed. Check your username and password. After several failed "
+                "attempts the account is locked for a while."
+            )
+        ),
+        refusal=RefusalRecord(
+            action=LOGIN_FAILED, entity_type="user", entity_id=username, detail={"reason": reason}
+        ),
+    )
+
+
+def sign_in(
+    session: Session,
+    username: str,
+    password: str,
+    source_ip: str,
+    user_agent: str,
+    previous_token: str | None = None,
+) -> SignIn:
+    username = username.strip().lower()[:150]
+    now = utcnow()
+    policy = _throttle_policy()
+    since = now - policy.window
+    if sign_in_locked(
+        _recent_failures(session, "account", username, since),
+        _recent_failures(session, "ip", source_ip, since),
+        policy,
+    ):
+        raise _failed(username, "locked")
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        _password_matches(_decoy_hash(), password)
+        raise _failed(username, "unknown_user")
+    if not _password_matches(user.password_hash, password):
+        raise _failed(username, "wrong_password")
+    if not user.is_active:
+        raise _failed(username, "inactive")
+    if _hasher().check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    if previous_token:
+        end_session(session, previous_token, "rotated")
+    token, web_session = _open_session(
+        session, user, source_ip, user_agent, mfa_passed=not user.mfa_enabled
+    )
+    actor = actor_for(user, source_ip)
+    audit.record(
+        session,
+        actor,
+        LOGIN_SUCCEEDED,
+        entity_type="user",
+        entity_id=user.username,
+        detail={"mfa_pending": str(user.mfa_enabled)},
+    )
+    return SignIn(user, token, web_session)
+
+
+def _open_session(
+    session: Session, user: User, source_ip: str, user_agent: str, *, mfa_passed: bool
+) -> tuple[str, WebSession]:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    web_session = WebSession(
+        id_hash=sha256_hex(token),
+        user_id=user.id,
+        created_at=now,
+        last_seen_at=now,
+        csrf_token=secrets.token_urlsafe(32),
+        mfa_passed=mfa_passed,
+        source_ip=source_ip[:64],
+        user_agent=user_agent[:300],
+    )
+    session.add(web_session)
+    session.flush()
+    return token, web_session
+
+
+def actor_for(user: User, source_ip: str, scopes: frozenset[Permission] | None = None) -> Actor:
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        source_ip=source_ip,
+        scopes=scopes,
+        via_token=scopes is not None,
+        language=user.language,
+        full_name=user.full_name,
+    )
+
+
+def mfa_required(user: User) -> bool:
+    s = get_settings()
+    return s.mfa_enforced and user.role in s.mfa_required_roles
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    user: User
+    web_session: WebSession
+
+
+def resolve_session(session: Session, token: str, source_ip: str) -> ActiveSession | None:
+    """The signed-in user behind a cookie, or None when it is unknown, ended or expired."""
+    web_session = session.get(WebSession, sha256_hex(token))
+    if web_session is None or web_session.ended_at is not None:
+        return None
+    user = session.get(User, web_session.user_id)
+    now = utcnow()
+    reason = session_expired(web_session.created_at, web_session.last_seen_at, now, _lifetime())
+    if user is None or not user.is_active:
+        reason = "account_disabled"
+    if reason:
+        web_session.ended_at = now
+        web_session.end_reason = reason
+        if user is not None:
+            audit.record(
+                session,
+                actor_for(user, source_ip),
+                "auth.session_ended",
+                entity_type="user",
+                entity_id=user.username,
+                detail={"reason": reason},
+            )
+        return None
+    # Writing on every request would serialise readers for nothing; a minute is precise enough.
+    if now - web_session.last_seen_at > timedelta(seconds=60):
+        web_session.last_seen_at = now
+    return ActiveSession(user, web_session)
+
+
+def end_session(session: Session, token: str, reason: str) -> None:
+    web_session = session.get(WebSession, sha256_hex(token))
+    if web_session is not None and web_session.ended_at is None:
+        web_session.ended_at = utcnow()
+        web_session.end_reason = reason
+
+
+def sign_out(session: Session, actor: Actor, token: str) -> None:
+    end_session(session, token, "logout")
+    audit.record(session, actor, "auth.logout", entity_type="user", entity_id=actor.username)
+
+
+def _totp(secret: str) -> pyotp.TOTP:
+    return pyotp.TOTP(secret)
+
+
+def complete_mfa(
+    session: Session, token: str, code: str, source_ip: str, user_agent: str
+) -> tuple[str, WebSession]:
+    """Second step of sign-in: a TOTP code or an unused recovery code rotates the session."""
+    active = resolve_session(session, token, source_ip)
+    if active is None:
+        raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
+    user = active.user
+    code = code.strip().replace(" ", "")
+    ok = bool(user.mfa_secret) and _totp(user.mfa_secret or "").verify(code, valid_window=1)
+    used_recovery = False
+    if not ok:
+        recovery = session.scalar(
+            select(RecoveryCode).where(
+                RecoveryCode.user_id == user.id,
+                RecoveryCode.code_hash == sha256_hex(code.lower()),
+                RecoveryCode.used_at.is_(None),
+            )
+        )
+        if recovery is not None:
+            recovery.used_at = utcnow()
+            ok = used_recovery = True
+    if not ok:
+        raise InvalidCredentials(
+            Message(N_("The code is not correct or has expired. Try the newest code.")),
+            refusal=RefusalRecord(
+                action="auth.mfa_failed", entity_type="user", entity_id=user.username
+            ),
+        )
+    end_session(session, token, "rotated")
+    new_token, web_session = _open_session(session, user, source_ip, user_agent, mfa_passed=True)
+    audit.record(
+        session,
+        actor_for(user, source_ip),
+        "auth.mfa_passed",
+        entity_type="user",
+        entity_id=user.username,
+        detail={"recovery_code": str(used_recovery)},
+    )
+    return new_token, web_session
+
+
+@dataclass(frozen=True)
+class MfaEnrolment:
+    secret: str
+    uri: str
+    qr_svg: str
+
+
+def begin_mfa_enrolment(session: Session, actor: Actor) -> MfaEnrolment:
+    user = _user(session, actor.user_id)
+    if user.mfa_enabled:
+        raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
+    if not user.mfa_secret:
+        user.mfa_secret = pyotp.random_base32()
+    uri = _totp(user.mfa_secret).provisioning_uri(name=user.username, issuer_name="RegenSpine")
+    qr_svg = segno.make(uri, error="m").svg_inline(scale=4, dark="#1b2a3a")
+    return MfaEnrolment(user.mfa_secret, uri, qr_svg)
+
+
+def confirm_mfa_enrolment(session: Session, actor: Actor, code: str) -> list[str]:
+    """Turns MFA on when the first code from the authenticator matches; returns recovery codes."""
+    user = _user(session, actor.user_id)
+    if user.mfa_enabled:
+        raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
+    if not user.mfa_secret or not _totp(user.mfa_secret).verify(
+        code.strip().replace(" ", ""), valid_window=1
+    ):
+        raise InvalidInput(
+            {"code": Message(N_("The code does not match. Scan the QR code again and retry."))}
+        )
+    user.mfa_enabled = True
+    codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODE_COUNT)]
+    session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.user_id == user.id))
+    session.add_all(RecoveryCode(user_id=user.id, code_hash=sha256_hex(c)) for c in codes)
+    audit.record(session, actor, "auth.mfa_enabled", entity_type="user", entity_id=user.username)
+    return codes
+
+
+def mark_session_mfa_passed(web_session: WebSession) -> None:
+    web_session.mfa_passed = True
+
+
+def change_password(session: Session, actor: Actor, current: str, new: str) -> None:
+    user = _user(session, actor.user_id)
+    if not _password_matches(user.password_hash, current):
+        raise InvalidInput({"current_password": Message(N_("The current password is not correct."))})
+    strength = check_password(new, (user.username, *user.full_name.split()))
+    if not strength.acceptable:
+        raise InvalidInput({"new_password": strength.problems[0]})
+    user.password_hash = hash_password(new)
+    user.password_changed_at = utcnow()
+    audit.record(session, actor, "auth.password_changed", entity_type="user", entity_id=user.username)
+
+
+def set_language(session: Session, actor: Actor, language: str) -> None:
+    if language not in ("pl", "en"):
+        raise InvalidInput({"language": Message(N_("Choose Polish or English."))})
+    user = _user(session, actor.user_id)
+    user.language = language
+
+
+def _user(session: Session, user_id: int | None) -> User:
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is None:
+        raise NotFound(Message(N_("This account does not exist.")))
+    return user
+
+
+# --- staff accounts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserCreate:
+    username: str
+    full_name: str
+    role: str
+    password: str
+    email: str | None = None
+    language: str = "en"
+
+
+USERNAME_ALLOWED = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
+    actor.require(Permission.USER_MANAGE)
+    username = data.username.strip().lower()
+    errors: dict[str, Message] = {}
+    if not (3 <= len(username) <= 150) or set(username) - USERNAME_ALLOWED:
+        errors["username"] = Message(
+            N_("A username has 3-150 characters: lowercase letters, digits, dot, dash, underscore.")
+        )
+    elif session.scalar(select(User.id).where(User.username == username)):
+        errors["username"] = Message(N_("This username is already taken."))
+    full_name = data.full_name.strip()
+    if not (1 <= len(full_name) <= 200):
+        errors["full_name"] = Message(N_("Enter the person's full name (at most 200 characters)."))
+    if data.role not in {r.value for r in Role}:
+        errors["role"] = Message(N_("Choose one of the listed roles."))
+    if data.language not in ("pl", "en"):
+        errors["language"] = Message(N_("Choose Polish or English."))
+    strength = check_password(data.password, (username, *full_name.split()))
+    if not strength.acceptable:
+        errors["password"] = strength.problems[0]
+    if errors:
+        raise InvalidInput(errors)
+    user = User(
+        username=username,
+        full_name=full_name,
+        email=(data.email or "").strip() or None,
+        role=data.role,
+        password_hash=hash_password(data.password),
+        language=data.language,
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session, actor, "user.create", entity_type="user", entity_id=username,
+        detail={"role": data.role},
+    )
+    return user
+
+
+def list_users(session: Session, actor: Actor) -> list[User]:
+    actor.require(Permission.USER_MANAGE)
+    return list(session.scalars(select(User).order_by(User.role, User.username)))
+
+
+def update_user(
+    session: Session, actor: Actor, user_id: int, *, role: str | None, is_active: bool | None
+) -> User:
+    actor.require(Permission.USER_MANAGE)
+    user = _user(session, user_id)
+    if role is not None and role not in {r.value for r in Role}:
+        raise InvalidInput({"role": Message(N_("Choose one of the listed roles."))})
+    if user.id == actor.user_id and (is_active is False or (role and role != user.role)):
+        raise Conflict(Message(N_("You cannot change your own role or disable your own account.")))
+    changes: dict[str, str] = {}
+    if role is not None and role != user.role:
+        changes["role"] = f"{user.role} -> {role}"
+        user.role = role
+    if is_active is not None and is_active != user.is_active:
+        changes["is_active"] = f"{user.is_active} -> {is_active}"
+        user.is_active = is_active
+        if not is_active:
+            for ws in session.scalars(
+                select(WebSession).where(WebSession.user_id == user.id, WebSession.ended_at.is_(None))
+            ):
+                ws.ended_at = utcnow()
+                ws.end_reason = "account_disabled"
+    if changes:
+        audit.record(
+            session, actor, "user.update", entity_type="user", entity_id=user.username, detail=changes
+        )
+    return user
+
+
+# --- API tokens ---------------------------------------------------------------------------
+
+
+def create_api_token(
+    session: Session, actor: Actor, name: str, scopes: list[str], days_valid: int | None = 90
+) -> tuple[ApiToken, str]:
+    """Returns the stored token and, once only, its secret value."""
+    if actor.via_token:
+        raise DomainError(Message(N_("API tokens cannot create other API tokens.")))
+    user = _user(session, actor.user_id)
+    errors: dict[str, Message] = {}
+    name = name.strip()
+    if not (1 <= len(name) <= 100):
+        errors["name"] = Message(N_("Give the token a name of at most 100 characters."))
+    allowed = {p.value for p in ROLE_PERMISSIONS[Role(user.role)]}
+    unknown = [s for s in scopes if s not in allowed]
+    if not scopes or unknown:
+        errors["scopes"] = Message(
+            N_("Choose one or more scopes your role has: %(allowed)s."),
+            allowed=", ".join(sorted(allowed)),
+        )
+    if days_valid is not None and not (1 <= days_valid <= 366):
+        errors["days_valid"] = Message(N_("A token is valid for 1 to 366 days."))
+    if errors:
+        raise InvalidInput(errors)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=sha256_hex(secret),
+        prefix=secret[:10],
+        scopes=" ".join(sorted(set(scopes))),
+        created_at=now,
+        expires_at=now + timedelta(days=days_valid) if days_valid else None,
+    )
+    session.add(token)
+    session.flush()
+    audit.record(
+        session, actor, "api_token.create", entity_type="api_token", entity_id=token.id,
+        detail={"scopes": token.scopes},
+    )
+    return token, secret
+
+
+def list_api_tokens(session: Session, actor: Actor) -> list[ApiToken]:
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_api_token(session: Session, actor: Actor, token_id: int) -> None:
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != actor.user_id:
+        raise NotFound(Message(N_("This API token does not exist.")))
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit.record(
+            session, actor, "api_token.revoke", entity_type="api_token", entity_id=token.id
+        )
+
+
+def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | None:
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == sha256_hex(secret)))
+    now = utcnow()
+    if token is None or token.revoked_at is not None:
+        return None
+    if token.expires_at is not None and token.expires_at <= now:
+        return None
+    user = session.get(User, token.user_id)
+    if user is None or not user.is_active:
+        return None
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        token.last_used_at = now
+    scopes = frozenset(Permission(s) for s in token.scopes.split() if s in Permission._value2member_map_)
+    return actor_for(user, source_ip, scopes=scopes)

@@ -1,0 +1,1 @@
+"""Reference catalogues: versioned clinical reference data (conditions and their codes)."""

@@ -1,0 +1,86 @@
+"""Settings read from the environment (prefix REGENSPINE_), with a guard against unsafe production use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class UnsafeConfiguration(RuntimeError):
+    """The configuration is not safe to run with; the message names the variable to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REGENSPINE_", env_file=None, extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///./var/regenspine.db"
+    secret_key: str = DEFAULT_SECRET_KEY
+    facility_code: str = Field(default="RS", pattern=r"^[A-Z]{2}$")
+    base_url: str = "http://127.0.0.1:8000"
+    default_language: Literal["pl", "en"] = "en"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_sender: str = "RegenSpine <no-reply@regenspine.invalid>"
+
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    login_max_failures: int = 5
+    login_lock_minutes: int = 15
+    login_max_failures_per_ip: int = 30
+
+    # argon2id cost; the defaults follow RFC 9106's second recommended option.
+    # Tests lower them, production must not.
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    argon2_parallelism: int = 4
+
+    mfa_required_roles: tuple[str, ...] = ("admin", "doctor", "medical_director")
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def mfa_enforced(self) -> bool:
+        return self.is_production
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production":
+            if (
+                self.secret_key == DEFAULT_SECRET_KEY
+                or len(self.secret_key) < MIN_PRODUCTION_SECRET_LENGTH
+            ):
+                raise UnsafeConfiguration(
+                    "REGENSPINE_SECRET_KEY must be set to a random value of at least "
+                    f"{MIN_PRODUCTION_SECRET_LENGTH} characters when REGENSPINE_ENV=production "
+                    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+                )
+            if self.argon2_time_cost < 2 or self.argon2_memory_cost < 19456:
+                raise UnsafeConfiguration(
+                    "REGENSPINE_ARGON2_TIME_COST / REGENSPINE_ARGON2_MEMORY_COST are below the "
+                    "OWASP minimum (t=2, m=19456 KiB) and may not be used in production."
+                )
+        return self
+
+    def sqlite_path(self) -> Path | None:
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,106 @@
+"""Domain exceptions shared by every domain; the web layer maps each kind once to an HTTP problem.
+
+A message is an English msgid with named parameters, so the API can answer in English and the
+pages can translate the same refusal into the user's language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def N_(msgid: str) -> str:
+    """Marks a message for translation without translating it here."""
+    return msgid
+
+
+class Message:
+    __slots__ = ("msgid", "params")
+
+    def __init__(self, msgid: str, **params: Any) -> None:
+        self.msgid = msgid
+        self.params = params
+
+    def render(self, gettext: Callable[[str], str] | None = None) -> str:
+        template = gettext(self.msgid) if gettext else self.msgid
+        return template % self.params if self.params else template
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"Message({self.msgid!r}, {self.params!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Message)
+            and self.msgid == other.msgid
+            and self.params == other.params
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.msgid)
+
+
+@dataclass(frozen=True)
+class RefusalRecord:
+    """A refusal worth an audit record; the boundary writes it after rolling the request back."""
+
+    action: str
+    entity_type: str = ""
+    entity_id: str = ""
+    patient_id: int | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+class DomainError(Exception):
+    """Base of every refusal a user can cause; status is the HTTP status it maps to."""
+
+    status = 400
+    title = "Request refused"
+
+    def __init__(
+        self, message: Message | str, *, refusal: RefusalRecord | None = None, **params: Any
+    ) -> None:
+        self.message = message if isinstance(message, Message) else Message(message, **params)
+        self.refusal = refusal
+        super().__init__(self.message.render())
+
+
+class InvalidInput(DomainError):
+    """Input failed validation; field_errors names each field and what is wrong with it."""
+
+    status = 422
+    title = "Some of the information is not valid"
+
+    def __init__(self, field_errors: Mapping[str, Message]) -> None:
+        self.field_errors = dict(field_errors)
+        first = next(iter(self.field_errors.values()), Message(N_("The input is not valid.")))
+        super().__init__(first)
+
+
+class NotFound(DomainError):
+    status = 404
+    title = "Not found"
+
+
+class PermissionDenied(DomainError):
+    status = 403
+    title = "Not allowed"
+
+
+class NotAuthenticated(DomainError):
+    status = 401
+    title = "Sign-in required"
+
+
+class Conflict(DomainError):
+    status = 409
+    title = "Conflict with the current state"
+
+
+class TooManyAttempts(DomainError):
+    status = 429
+    title = "Too many attempts"

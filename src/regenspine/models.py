@@ -1,0 +1,20 @@
+"""Imports every domain's models so the metadata (and Alembic) sees the whole schema."""
+
+from regenspine.audit.models import AuditRecord
+from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
+from regenspine.db import Base
+from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
+from regenspine.sequences import Counter
+
+__all__ = [
+    "ApiToken",
+    "AuditRecord",
+    "Base",
+    "CareTeamMember",
+    "Counter",
+    "Patient",
+    "PatientAmendment",
+    "RecoveryCode",
+    "User",
+    "WebSession",
+]

@@ -1,0 +1,1 @@
+"""Patients: registration, identity (PESEL, documents), search, and corrections by amendment."""

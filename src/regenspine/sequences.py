@@ -1,0 +1,28 @@
+"""Named gap-free counters (medical record numbers, later donation numbers), advanced under a lock."""
+
+from __future__ import annotations
+
+from sqlalchemy import Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from regenspine.db import Base
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+def next_values(session: Session, name: str, count: int = 1) -> range:
+    """Reserves `count` consecutive numbers; concurrent callers wait on the row lock."""
+    counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
+    if counter is None:
+        counter = Counter(name=name, value=0)
+        session.add(counter)
+        session.flush()
+    start = counter.value + 1
+    counter.value += count
+    session.flush()
+    return range(start, start + count)

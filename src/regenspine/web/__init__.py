@@ -1,0 +1,1 @@
+"""Shared web layer: the request boundary, identity, CSRF, problem responses, layout templates."""

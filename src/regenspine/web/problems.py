@@ -1,0 +1,107 @@
+"""Errors become RFC 9457 problem+json for the API and a friendly page for people; never a trace."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from regenspine.errors import DomainError, InvalidInput
+from regenspine.web.security import LoginRequired
+from regenspine.web.templating import render, translate
+
+log = logging.getLogger("regenspine.errors")
+PROBLEM = "application/problem+json"
+
+
+def _wants_json(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith(("/api/", "/healthz")) or "application/json" in request.headers.get(
+        "accept", ""
+    ) and "text/html" not in request.headers.get("accept", "")
+
+
+def problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    reference: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    reference = reference or uuid.uuid4().hex[:12]
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "reference": reference,
+    } | extra
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        if _wants_json(request):
+            extra: dict[str, Any] = {}
+            if isinstance(exc, InvalidInput):
+                extra["errors"] = {k: v.render() for k, v in exc.field_errors.items()}
+            candidates = getattr(exc, "candidates", None)
+            if candidates:
+                extra["candidates"] = [
+                    {"id": c.id, "mrn": c.mrn, "name": c.name, "reason": c.reason}
+                    for c in candidates
+                ]
+            return problem(request, exc.status, exc.title, exc.message.render(), **extra)
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status, "message": translate(request, exc.message)},
+            status=exc.status,
+        )
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": exc.to})
+        return RedirectResponse(exc.to, status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = {
+            ".".join(str(p) for p in e.get("loc", ()) if p != "body"): e.get("msg", "invalid")
+            for e in exc.errors()
+        }
+        return problem(
+            request, 422, "Some of the information is not valid",
+            "The request does not match the expected format.", errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_json(request):
+            return problem(request, exc.status_code, str(exc.detail), str(exc.detail))
+        return render(
+            request, "error.html", {"status": exc.status_code, "message": str(exc.detail)},
+            status=exc.status_code,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        reference = uuid.uuid4().hex[:12]
+        log.error(
+            "unhandled error reference=%s path=%s", reference, request.url.path, exc_info=exc
+        )
+        return problem(
+            request, 500, "Internal error",
+            "Something went wrong on our side. Nothing was saved. Quote the reference when "
+            "reporting this.",
+            reference=reference,
+        )

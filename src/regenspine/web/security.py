@@ -1,0 +1,170 @@
+"""Who is asking: cookie sessions for the browser, bearer tokens for integrations, CSRF checks."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from regenspine.auth import service as auth
+from regenspine.auth.actor import Actor
+from regenspine.auth.models import User, WebSession
+from regenspine.config import get_settings
+from regenspine.errors import N_, DomainError, Message, NotAuthenticated, PermissionDenied
+from regenspine.web.boundary import client_ip, transaction
+
+SESSION_COOKIE = "rs_session"
+ANON_CSRF_COOKIE = "rs_csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Db = Annotated[Session, Depends(transaction, scope="function")]
+
+
+class CsrfRejected(DomainError):
+    status = 403
+    title = "Form expired"
+
+
+class LoginRequired(Exception):
+    """A page needs a signed-in user; the handler redirects to the sign-in page."""
+
+    def __init__(self, to: str = "/login") -> None:
+        self.to = to
+
+
+@dataclass
+class Identity:
+    actor: Actor | None
+    user: User | None = None
+    web_session: WebSession | None = None
+    session_token: str | None = None
+    anon_csrf: str | None = None
+
+    @property
+    def csrf_token(self) -> str:
+        if self.web_session is not None:
+            return self.web_session.csrf_token
+        return self.anon_csrf or ""
+
+    @property
+    def fully_signed_in(self) -> bool:
+        return self.actor is not None and (
+            self.web_session is None or self.web_session.mfa_passed
+        )
+
+
+async def _submitted_csrf(request: Request) -> str:
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+async def identify(request: Request, db: Db) -> Identity:
+    """Resolves the caller once per request and checks CSRF on every state-changing request."""
+    ip = client_ip(request)
+    identity = Identity(actor=None)
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        actor = auth.resolve_api_token(db, authorization[7:].strip(), ip)
+        if actor is None:
+            raise NotAuthenticated(Message(N_("The API token is not valid, expired or revoked.")))
+        identity.actor = actor
+        request.state.actor = actor
+        request.state.identity = identity
+        return identity  # bearer tokens are not sent by browsers on their own: no CSRF risk
+
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        active = auth.resolve_session(db, token, ip)
+        if active is not None:
+            identity.user = active.user
+            identity.web_session = active.web_session
+            identity.session_token = token
+            identity.actor = auth.actor_for(active.user, ip)
+    identity.anon_csrf = request.cookies.get(ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    request.state.identity = identity
+    if identity.actor is not None:
+        request.state.actor = identity.actor
+
+    if request.method not in SAFE_METHODS:
+        submitted = await _submitted_csrf(request)
+        expected = identity.csrf_token
+        if not submitted or not hmac.compare_digest(submitted, expected):
+            raise CsrfRejected(
+                Message(
+                    N_(
+                        "This form has expired or was sent from another site. Reload the page "
+                        "and try again; nothing was saved."
+                    )
+                )
+            )
+    return identity
+
+
+Ident = Annotated[Identity, Depends(identify)]
+
+
+def _mfa_gate(identity: Identity) -> str | None:
+    """Where a half-signed-in user must go first, if anywhere."""
+    if identity.web_session is not None and not identity.web_session.mfa_passed:
+        return "/login/mfa"
+    if identity.user is not None and auth.mfa_required(identity.user) and not identity.user.mfa_enabled:
+        return "/account/mfa"
+    return None
+
+
+async def page_actor(request: Request, identity: Ident) -> Actor:
+    if identity.actor is None:
+        raise LoginRequired(f"/login?next={request.url.path}")
+    gate = _mfa_gate(identity)
+    if gate and not request.url.path.startswith(gate):
+        raise LoginRequired(gate)
+    return identity.actor
+
+
+async def account_actor(identity: Ident) -> Actor:
+    """For the account pages a user must reach to finish MFA enrolment."""
+    if identity.actor is None:
+        raise LoginRequired("/login")
+    if identity.web_session is not None and not identity.web_session.mfa_passed:
+        raise LoginRequired("/login/mfa")
+    return identity.actor
+
+
+async def api_actor(identity: Ident) -> Actor:
+    if identity.actor is None:
+        raise NotAuthenticated(Message(N_("Sign in or send an API token to use the API.")))
+    if identity.web_session is not None and not identity.web_session.mfa_passed:
+        raise NotAuthenticated(Message(N_("Finish two-step sign-in first.")))
+    if identity.user is not None and _mfa_gate(identity):
+        raise PermissionDenied(
+            Message(N_("Your role must turn on two-step sign-in before using the clinic."))
+        )
+    return identity.actor
+
+
+PageActor = Annotated[Actor, Depends(page_actor)]
+AccountActor = Annotated[Actor, Depends(account_actor)]
+ApiActor = Annotated[Actor, Depends(api_actor)]
+
+
+def session_cookie_kwargs() -> dict[str, object]:
+    settings = get_settings()
+    return {
+        "httponly": True,
+        "samesite": "lax",
+        "secure": settings.is_production,
+        "path": "/",
+    }

@@ -1,0 +1,93 @@
+"""Jinja2 rendering in the user's language; every domain's templates/ folder is on the path."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+
+from regenspine.auth.permissions import ROLE_LABELS, Permission, Role
+from regenspine.config import get_settings
+from regenspine.errors import Message
+from regenspine.i18n import LANGUAGE_NAMES, format_date, format_datetime, gettext_for, pick_language, translations
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DOMAINS_WITH_PAGES = ("web", "auth", "patients", "audit", "catalog")
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    loader = ChoiceLoader(
+        [
+            FileSystemLoader(str(PACKAGE_DIR / domain / "templates"))
+            for domain in DOMAINS_WITH_PAGES
+            if (PACKAGE_DIR / domain / "templates").is_dir()
+        ]
+    )
+    env = Environment(
+        loader=loader,
+        autoescape=select_autoescape(["html", "xml"], default=True),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_null_translations(newstyle=True)  # real ones are passed per request
+    return env
+
+
+def request_language(request: Request) -> str:
+    identity = getattr(request.state, "identity", None)
+    if identity is not None and identity.user is not None:
+        return identity.user.language
+    return pick_language(
+        request.cookies.get("rs_lang"),
+        request.headers.get("accept-language"),
+        get_settings().default_language,
+    )
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HTMLResponse:
+    language = request_language(request)
+    tr = translations(language)
+    gettext = tr.gettext
+    identity = getattr(request.state, "identity", None)
+    actor = identity.actor if identity is not None else None
+
+    def _(msgid: str, **params: Any) -> str:
+        text = gettext(msgid)
+        return text % params if params else text
+
+    def msg(message: Message | None) -> str:
+        return message.render(gettext) if message is not None else ""
+
+    ctx = {
+        "request": request,
+        "_": _,
+        "gettext": _,
+        "ngettext": tr.ngettext,
+        "msg": msg,
+        "lang": language,
+        "languages": LANGUAGE_NAMES,
+        "identity": identity,
+        "actor": actor,
+        "user": identity.user if identity is not None else None,
+        "csrf_token": identity.csrf_token if identity is not None else "",
+        "can": (lambda p: actor is not None and actor.can(Permission(p))),
+        "role_label": lambda role: _(ROLE_LABELS[Role(role)]) if role else "",
+        "fdate": lambda d: format_date(d, language),
+        "fdatetime": lambda d: format_datetime(d, language),
+        "production": get_settings().is_production,
+    }
+    ctx.update(context or {})
+    html = environment().get_template(template).render(ctx)
+    return HTMLResponse(html, status_code=status)
+
+
+def translate(request: Request, message: Message) -> str:
+    return message.render(gettext_for(request_language(request)))

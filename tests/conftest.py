@@ -1,0 +1,206 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL, staff of every role, clients."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Cheap password hashing for tests only; production refuses these values.
+os.environ.setdefault("REGENSPINE_ARGON2_TIME_COST", "1")
+os.environ.setdefault("REGENSPINE_ARGON2_MEMORY_COST", "1024")
+os.environ.setdefault("REGENSPINE_ARGON2_PARALLELISM", "1")
+os.environ.setdefault("REGENSPINE_ENV", "development")
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from regenspine.auth import service as auth
+from regenspine.auth.actor import SYSTEM_ACTOR, Actor
+from regenspine.auth.models import User
+from regenspine.auth.permissions import Role
+from regenspine.config import Settings, get_settings
+from regenspine.db import Base, dispose_engines, session_factory, unit_of_work
+
+REQUIRE_ALL = os.environ.get("REGENSPINE_REQUIRE_ALL") == "1"
+PG_ADMIN_URL = os.environ.get(
+    "REGENSPINE_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+def skip_or_fail(reason: str) -> None:
+    if REQUIRE_ALL:
+        pytest.fail(f"REGENSPINE_REQUIRE_ALL=1 and: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under REGENSPINE_REQUIRE_ALL=1: {report.longrepr}"
+
+
+def _create_pg_database() -> str | None:
+    name = f"regenspine_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception:
+        return None
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from regenspine.cli import upgrade_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'regenspine.db'}"
+        upgrade_database(url)
+        yield url
+        dispose_engines()
+        return
+    url = _create_pg_database()
+    if url is None:
+        skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
+        return
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        dispose_engines()
+        _drop_pg_database(url)
+
+
+def _wipe(factory: sessionmaker[Session]) -> None:
+    with factory() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                session.execute(table.delete())
+        session.commit()
+
+
+@pytest.fixture
+def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    made = session_factory(database_url)
+    _wipe(made)
+    yield made
+    _wipe(made)
+
+
+@pytest.fixture
+def db(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose work is committed when the test body ends, like a request boundary."""
+    with unit_of_work(factory) as session:
+        yield session
+
+
+@dataclass
+class Staff:
+    users: dict[Role, User]
+
+    def actor(self, role: Role, ip: str = "127.0.0.1") -> Actor:
+        return auth.actor_for(self.users[role], ip)
+
+    def username(self, role: Role) -> str:
+        return self.users[role].username
+
+
+def make_staff(factory: sessionmaker[Session]) -> Staff:
+    users: dict[Role, User] = {}
+    with unit_of_work(factory) as session:
+        for role in Role:
+            users[role] = auth.create_user(
+                session, SYSTEM_ACTOR,
+                auth.UserCreate(f"{role.value.replace('_', '-')}", f"Test {role.value.title()}",
+                                role.value, PASSWORD),
+            )
+    return Staff(users)
+
+
+@pytest.fixture
+def staff(factory: sessionmaker[Session]) -> Staff:
+    return make_staff(factory)
+
+
+@pytest.fixture
+def app(database_url: str, factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+    from regenspine.app import create_app
+
+    settings = get_settings().model_copy(update={"database_url": database_url})
+    return create_app(settings)
+
+
+def valid_patient(**overrides: str) -> dict[str, str]:
+    data = {
+        "given_name": "Jan",
+        "family_name": "Kowalski",
+        "date_of_birth": "1944-05-14",
+        "sex": "male",
+        "id_type": "pesel",
+        "national_id": "44051401458",
+        "phone": "+48 600 100 200",
+        "preferred_language": "pl",
+        "city": "Kraków",
+        "country": "PL",
+    }
+    data.update(overrides)
+    return data
+
+
+ARTIFACTS = Path(__file__).parent / "web" / "artifacts"
+
+
+def browser_client(app):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+
+
+def sign_in(app, username: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    """A client signed in through the real login form, sending its CSRF token on writes."""
+    client = browser_client(app)
+    client.get("/login")
+    response = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": client.cookies["rs_csrf"]},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    me = client.get("/api/v1/me")
+    assert me.status_code == 200, me.text
+    client.headers["X-CSRF-Token"] = me.json()["csrf_token"]
+    return client
+
+
+@pytest.fixture
+def clients(app, staff):  # type: ignore[no-untyped-def]
+    """Signed-in clients by role, created on first use."""
+    cache: dict[Role, object] = {}
+
+    def get(role: Role):  # type: ignore[no-untyped-def]
+        if role not in cache:
+            cache[role] = sign_in(app, staff.username(role))
+        return cache[role]
+
+    return get
