@@ -125,6 +125,9 @@ class Staff:
     def username(self, role: Role) -> str:
         return self.users[role].username
 
+    def actor_by(self, role: str) -> Actor:
+        return self.actor(Role(role))
+
 
 def make_staff(factory: sessionmaker[Session]) -> Staff:
     users: dict[Role, User] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import Integer, String, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from regenspine.db import Base
@@ -19,9 +21,16 @@ def next_values(session: Session, name: str, count: int = 1) -> range:
     """Reserves `count` consecutive numbers; concurrent callers wait on the row lock."""
     counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
     if counter is None:
-        counter = Counter(name=name, value=0)
-        session.add(counter)
-        session.flush()
+        # Two first-ever callers may race to create the row: let the database keep one.
+        dialect = session.get_bind().dialect.name
+        insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            insert_(Counter).values(name=name, value=0).on_conflict_do_nothing(
+                index_elements=["name"]
+            )
+        )
+        counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
+        assert counter is not None
     start = counter.value + 1
     counter.value += count
     session.flush()

@@ -196,8 +196,9 @@ class Coding(_Frozen):
     note: Text | None = None
 
 
-def _check_icd_codes(field: str, codings: tuple[Coding, ...], pattern: re.Pattern[str],
-                     what: str) -> tuple[Coding, ...]:
+def _check_icd_codes(
+    field: str, codings: tuple[Coding, ...], pattern: re.Pattern[str], what: str
+) -> tuple[Coding, ...]:
     seen: set[str] = set()
     for i, coding in enumerate(codings):
         if not pattern.fullmatch(coding.code):

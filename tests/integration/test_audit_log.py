@@ -1,0 +1,146 @@
+"""The audit log on both databases: same-transaction writes, tamper detection, concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+from typer.testing import CliRunner
+
+from regenspine.audit import service as audit
+from regenspine.audit.chain import BreakKind
+from regenspine.audit.models import AuditRecord
+from regenspine.auth.actor import SYSTEM_ACTOR
+from regenspine.config import get_settings
+from regenspine.db import unit_of_work
+from regenspine.patients import service as patients
+from regenspine.patients.models import Patient
+from tests.conftest import valid_patient
+
+
+def _count(factory, model) -> int:
+    with factory() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_registration_and_its_audit_record_are_committed_together(factory, staff):
+    with unit_of_work(factory) as s:
+        p = patients.register_patient(s, staff.actor_by("coordinator"), valid_patient())
+        pid = p.id
+    with factory() as s:
+        rows = s.scalars(select(AuditRecord).where(AuditRecord.patient_id == pid)).all()
+    assert [r.action for r in rows] == ["patient.create"]
+    assert rows[0].actor_username == "coordinator"
+    assert rows[0].source_ip == "127.0.0.1"
+
+
+def test_a_rolled_back_registration_leaves_no_audit_record(factory, staff):
+    before = _count(factory, AuditRecord)
+    with pytest.raises(RuntimeError), unit_of_work(factory) as s:
+        patients.register_patient(s, staff.actor_by("coordinator"), valid_patient())
+        raise RuntimeError("power cut before commit")
+    assert _count(factory, Patient) == 0
+    assert _count(factory, AuditRecord) == before
+
+
+def _seed(factory, n: int = 6) -> None:
+    with unit_of_work(factory) as s:
+        for i in range(n):
+            audit.record(s, SYSTEM_ACTOR, "test.event", entity_type="t", entity_id=i)
+
+
+TAMPERING = {
+    "edited": ("UPDATE audit_records SET actor_username = 'mallory' WHERE seq = 3", 3,
+               BreakKind.EDITED),
+    "deleted": ("DELETE FROM audit_records WHERE seq = 3", 4, BreakKind.MISSING),
+    "reordered": (
+        "UPDATE audit_records SET seq = CASE seq WHEN 3 THEN 4 ELSE 3 END WHERE seq IN (3, 4)",
+        3, BreakKind.EDITED,
+    ),
+    "inserted": (
+        "UPDATE audit_records SET seq = seq + 100 WHERE seq >= 4", 4, None,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TAMPERING))
+def test_audit_verify_finds_the_first_tampered_record(factory, kind):
+    _seed(factory)
+    sql, expected_seq, expected_kind = TAMPERING[kind]
+    with factory() as s:
+        if kind == "reordered":
+            # A unique column cannot swap two values in one statement; go through a gap.
+            s.execute(text("UPDATE audit_records SET seq = -3 WHERE seq = 3"))
+            s.execute(text("UPDATE audit_records SET seq = 3 WHERE seq = 4"))
+            s.execute(text("UPDATE audit_records SET seq = 4 WHERE seq = -3"))
+        elif kind == "inserted":
+            s.execute(text(sql))
+            head = s.execute(
+                select(AuditRecord).where(AuditRecord.seq == 3)
+            ).scalar_one()
+            s.execute(
+                text(
+                    "INSERT INTO audit_records (seq, at, actor_user_id, actor_username, "
+                    "actor_role, action, entity_type, entity_id, patient_id, source_ip, "
+                    "outcome, detail, prev_hash, hash) VALUES (4, :at, NULL, 'mallory', '', "
+                    "'test.event', 't', 'forged', NULL, '', 'success', '{}', :prev, :hash)"
+                ),
+                {"at": head.at.replace(tzinfo=None), "prev": "f" * 64, "hash": "e" * 64},
+            )
+        else:
+            s.execute(text(sql))
+        s.commit()
+    with factory() as s:
+        result = audit.verify(s)
+    assert not result.intact
+    assert result.first_break is not None
+    assert result.first_break.seq == expected_seq
+    if expected_kind is not None:
+        assert result.first_break.kind == expected_kind
+
+
+def test_audit_verify_command_exits_non_zero_and_names_the_broken_record(
+    factory, database_url, monkeypatch
+):
+    from regenspine.cli import app as cli
+
+    _seed(factory)
+    monkeypatch.setenv("REGENSPINE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        ok = CliRunner().invoke(cli, ["audit", "verify"])
+        assert ok.exit_code == 0, ok.output
+        assert "intact" in ok.output and "Head hash" in ok.output
+        with factory() as s:
+            s.execute(text("UPDATE audit_records SET detail = '{\"x\": 1}' WHERE seq = 2"))
+            s.commit()
+        broken = CliRunner().invoke(cli, ["audit", "verify"])
+        assert broken.exit_code == 1
+        assert "record 2" in broken.output
+    finally:
+        get_settings.cache_clear()
+
+
+def test_concurrent_appends_from_many_threads_never_fork_the_chain(factory):
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(10):
+                with unit_of_work(factory) as s:
+                    audit.record(s, SYSTEM_ACTOR, "test.concurrent", entity_id=f"{n}-{i}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with factory() as s:
+        seqs = s.scalars(select(AuditRecord.seq).order_by(AuditRecord.seq)).all()
+        result = audit.verify(s)
+    assert seqs == list(range(1, 41))
+    assert result.intact, result.first_break
