@@ -14,14 +14,14 @@ from regenspine.auth.schemas import (
     UserPublic,
     UserUpdate,
 )
-from regenspine.web.security import ApiActor, Db, Ident
+from regenspine.web.security import AccountApiActor, ApiActor, Db, Ident
 
 router = APIRouter(tags=["accounts"])
 REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
 
 
 @router.get("/me", response_model=Me, responses=REFUSALS)
-def me(actor: ApiActor, identity: Ident) -> Me:
+def me(actor: AccountApiActor, identity: Ident) -> Me:
     return Me(
         username=actor.username,
         full_name=actor.full_name,

@@ -22,6 +22,9 @@ ANON_CSRF_COOKIE = "rs_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Forms a visitor may send before (or while) holding a session: they also accept the
+# double-submit token of the anonymous CSRF cookie.
+ANONYMOUS_FORMS = frozenset({"/login", "/login/mfa", "/language"})
 
 Db = Annotated[Session, Depends(transaction, scope="function")]
 
@@ -88,7 +91,10 @@ async def identify(request: Request, db: Db) -> Identity:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         active = auth.resolve_session(db, token, ip)
-        if active is not None:
+        if active is None:
+            # Record the timeout now: the request that follows will be refused and rolled back.
+            db.commit()
+        else:
             identity.user = active.user
             identity.web_session = active.web_session
             identity.session_token = token
@@ -100,8 +106,10 @@ async def identify(request: Request, db: Db) -> Identity:
 
     if request.method not in SAFE_METHODS:
         submitted = await _submitted_csrf(request)
-        expected = identity.csrf_token
-        if not submitted or not hmac.compare_digest(submitted, expected):
+        expected = [identity.csrf_token]
+        if request.url.path in ANONYMOUS_FORMS and request.cookies.get(ANON_CSRF_COOKIE):
+            expected.append(request.cookies[ANON_CSRF_COOKIE])
+        if not submitted or not any(hmac.compare_digest(submitted, e) for e in expected if e):
             raise CsrfRejected(
                 Message(
                     N_(
@@ -155,7 +163,17 @@ async def api_actor(identity: Ident) -> Actor:
     return identity.actor
 
 
+async def account_api_actor(identity: Ident) -> Actor:
+    """Signed in (MFA passed if enrolled), but perhaps still owing MFA enrolment."""
+    if identity.actor is None:
+        raise NotAuthenticated(Message(N_("Sign in or send an API token to use the API.")))
+    if identity.web_session is not None and not identity.web_session.mfa_passed:
+        raise NotAuthenticated(Message(N_("Finish two-step sign-in first.")))
+    return identity.actor
+
+
 PageActor = Annotated[Actor, Depends(page_actor)]
+AccountApiActor = Annotated[Actor, Depends(account_api_actor)]
 AccountActor = Annotated[Actor, Depends(account_actor)]
 ApiActor = Annotated[Actor, Depends(api_actor)]
 

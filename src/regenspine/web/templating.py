@@ -40,9 +40,10 @@ def environment() -> Environment:
 
 
 def request_language(request: Request) -> str:
-    identity = getattr(request.state, "identity", None)
-    if identity is not None and identity.user is not None:
-        return identity.user.language
+    # The actor is an immutable snapshot: safe to read even after the transaction rolled back.
+    actor = getattr(request.state, "actor", None)
+    if actor is not None and actor.user_id is not None:
+        return actor.language
     return pick_language(
         request.cookies.get("rs_lang"),
         request.headers.get("accept-language"),

@@ -1,0 +1,211 @@
+"""Signing in over HTTP: throttling, session rotation and timeouts, logout, MFA, API tokens."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from regenspine.audit.models import AuditRecord
+from regenspine.auth import service as auth
+from regenspine.auth.models import User, WebSession
+from regenspine.auth.permissions import Role
+from regenspine.db import utcnow
+from tests.conftest import PASSWORD, browser_client, sign_in
+
+
+def _login(client, username: str, password: str):
+    client.get("/login")
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": client.cookies["rs_csrf"]},
+        follow_redirects=False,
+    )
+
+
+def test_five_failed_sign_ins_lock_the_account_even_for_the_right_password(app, staff, factory):
+    client = browser_client(app)
+    for _ in range(5):
+        r = _login(client, "nurse", "wrong-password-123")
+        assert r.status_code == 401
+        assert "Sign-in failed" in r.text
+    locked = _login(client, "nurse", PASSWORD)
+    assert locked.status_code == 401
+    # The message is the same as for a wrong password: it reveals nothing about the lock.
+    assert "Sign-in failed" in locked.text
+    with factory() as s:
+        failures = s.scalars(
+            select(AuditRecord).where(AuditRecord.action == "auth.login_failed")
+        ).all()
+    assert len(failures) == 6
+    assert {f.outcome for f in failures} == {"refused"}
+    reasons = [json.loads(f.detail)["reason"] for f in failures]
+    assert reasons == ["wrong_password"] * 5 + ["locked"]
+
+
+def test_lock_expires_after_the_window(app, staff, monkeypatch):
+    client = browser_client(app)
+    for _ in range(5):
+        _login(client, "nurse", "wrong-password-123")
+    later = utcnow() + timedelta(minutes=16)
+    monkeypatch.setattr(auth, "utcnow", lambda: later)
+    assert _login(client, "nurse", PASSWORD).status_code == 303
+
+
+def test_unknown_user_gets_the_same_message_as_a_wrong_password(app, staff):
+    client = browser_client(app)
+    unknown = _login(client, "nobody-here", "whatever-password-1")
+    wrong = _login(client, "nurse", "whatever-password-1")
+    assert unknown.status_code == wrong.status_code == 401
+    assert "Sign-in failed" in unknown.text and "Sign-in failed" in wrong.text
+
+
+def test_sign_in_sets_a_new_http_only_session_cookie_and_ends_the_previous_one(app, staff, factory):
+    client = browser_client(app)
+    first = _login(client, "doctor", PASSWORD)
+    cookie_header = first.headers["set-cookie"]
+    assert "HttpOnly" in cookie_header and "SameSite=lax" in cookie_header.replace("Lax", "lax")
+    old_token = client.cookies["rs_session"]
+    _login(client, "doctor", PASSWORD)
+    new_token = client.cookies["rs_session"]
+    assert new_token != old_token
+    with factory() as s:
+        old = s.get(WebSession, auth.sha256_hex(old_token))
+    assert old.ended_at is not None and old.end_reason == "rotated"
+
+
+def test_logout_invalidates_the_session_on_the_server(app, staff):
+    client = sign_in(app, "doctor")
+    token = client.cookies["rs_session"]
+    assert client.post("/logout", follow_redirects=False).status_code == 303
+    replay = browser_client(app)
+    replay.cookies.set("rs_session", token)
+    assert replay.get("/api/v1/me").status_code == 401
+
+
+def test_session_ends_after_30_minutes_idle_and_after_12_hours_in_any_case(
+    app, staff, monkeypatch, factory
+):
+    client = sign_in(app, "doctor")
+    start = utcnow()
+    monkeypatch.setattr(auth, "utcnow", lambda: start + timedelta(minutes=29))
+    assert client.get("/api/v1/me").status_code == 200
+    monkeypatch.setattr(auth, "utcnow", lambda: start + timedelta(minutes=60))
+    assert client.get("/api/v1/me").status_code == 401
+    with factory() as s:
+        ended = s.scalars(select(WebSession).where(WebSession.end_reason == "idle_timeout")).all()
+    assert len(ended) == 1
+
+    monkeypatch.undo()
+    busy = sign_in(app, "nurse")
+    start = utcnow()
+    for minutes in range(20, 12 * 60, 20):  # active every 20 minutes
+        monkeypatch.setattr(auth, "utcnow", lambda m=minutes: start + timedelta(minutes=m))
+        assert busy.get("/api/v1/me").status_code == 200
+    monkeypatch.setattr(auth, "utcnow", lambda: start + timedelta(hours=12, minutes=1))
+    assert busy.get("/api/v1/me").status_code == 401
+
+
+def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, factory):
+    client = sign_in(app, "medical-director")
+    page = client.get("/account/mfa")
+    assert page.status_code == 200 and "<svg" in page.text
+    with factory() as s:
+        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
+    wrong = client.post("/account/mfa", data={"code": "000000"})
+    assert wrong.status_code == 422
+    ok = client.post("/account/mfa", data={"code": pyotp.TOTP(secret).now()})
+    assert ok.status_code == 200
+    codes = [li.split("<li>")[1].split("</li>")[0] for li in ok.text.split("\n") if "<li>" in li
+             and len(li.split("<li>")[1].split("</li>")[0]) == 10]
+    assert len(codes) >= 1
+
+    fresh = browser_client(app)
+    assert _login(fresh, "medical-director", PASSWORD).headers["location"].startswith("/login/mfa")
+    assert fresh.get("/patients", follow_redirects=False).headers["location"] == "/login/mfa"
+    assert fresh.get("/api/v1/me").status_code == 401
+    bad = fresh.post("/login/mfa", data={"code": "123456", "csrf_token": _csrf(fresh)})
+    assert bad.status_code == 401
+    good = fresh.post(
+        "/login/mfa", data={"code": codes[0], "csrf_token": _csrf(fresh)}, follow_redirects=False
+    )
+    assert good.status_code == 303
+    assert fresh.get("/api/v1/me").status_code == 200
+
+    again = browser_client(app)
+    _login(again, "medical-director", PASSWORD)
+    reused = again.post("/login/mfa", data={"code": codes[0], "csrf_token": _csrf(again)})
+    assert reused.status_code == 401
+
+
+def _csrf(client) -> str:
+    page = client.get("/login/mfa")
+    return page.text.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def test_production_requires_mfa_enrolment_before_doctors_open_records(app, staff, monkeypatch):
+    from regenspine.config import get_settings
+
+    settings = get_settings()
+    monkeypatch.setattr(type(settings), "mfa_enforced", property(lambda self: True))
+    doctor = sign_in(app, "doctor")
+    assert doctor.get("/patients", follow_redirects=False).headers["location"] == "/account/mfa"
+    assert doctor.get("/api/v1/patients").status_code == 403
+    nurse = sign_in(app, "nurse")
+    assert nurse.get("/patients").status_code == 200
+
+
+def test_api_token_is_limited_to_its_scopes_and_stops_working_when_revoked(app, staff):
+    browser = sign_in(app, "coordinator")
+    created = browser.post("/api/v1/tokens", json={"name": "lab system", "scopes": ["patient:read"]})
+    assert created.status_code == 201, created.text
+    secret = created.json()["token"]
+    assert secret.startswith("rst_")
+    api = browser_client(app)
+    api.headers["Authorization"] = f"Bearer {secret}"
+    assert api.get("/api/v1/patients").status_code == 200
+    refused = api.post("/api/v1/patients", json={
+        "given_name": "Jan", "family_name": "Nowak", "date_of_birth": "1944-05-14",
+        "sex": "male", "id_type": "pesel", "national_id": "44051401458"})
+    assert refused.status_code == 403
+    assert api.post("/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]}).status_code == 400
+    too_wide = browser.post("/api/v1/tokens", json={"name": "x", "scopes": ["user:manage"]})
+    assert too_wide.status_code == 422
+    assert browser.delete(f"/api/v1/tokens/{created.json()['id']}").status_code == 204
+    assert api.get("/api/v1/patients").status_code == 401
+
+
+def test_tokens_are_stored_only_as_hashes(app, staff, factory):
+    browser = sign_in(app, "coordinator")
+    secret = browser.post(
+        "/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]}
+    ).json()["token"]
+    with factory() as s:
+        from regenspine.auth.models import ApiToken
+
+        stored = s.scalars(select(ApiToken)).one()
+    assert secret not in (stored.token_hash, stored.prefix)
+    assert stored.token_hash == auth.sha256_hex(secret)
+
+
+@pytest.mark.parametrize("password", ["short-pw-1", "password1234", "qwertyuiop123"])
+def test_staff_account_with_a_weak_password_is_refused_and_not_created(app, staff, factory, password):
+    admin = sign_in(app, "admin")
+    r = admin.post("/api/v1/users", json={
+        "username": "newnurse", "full_name": "New Nurse", "role": "nurse", "password": password})
+    assert r.status_code == 422
+    assert "password" in r.json()["errors"]
+    with factory() as s:
+        assert s.scalar(select(User.id).where(User.username == "newnurse")) is None
+
+
+def test_disabling_an_account_ends_its_sessions(app, staff):
+    nurse = sign_in(app, "nurse")
+    admin = sign_in(app, "admin")
+    nurse_id = staff.users[Role.NURSE].id
+    r = admin.patch(f"/api/v1/users/{nurse_id}", json={"is_active": False})
+    assert r.status_code == 200 and r.json()["is_active"] is False
+    assert nurse.get("/api/v1/me").status_code == 401
