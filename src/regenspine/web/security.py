@@ -48,18 +48,17 @@ class Identity:
     web_session: WebSession | None = None
     session_token: str | None = None
     anon_csrf: str | None = None
+    # Plain copies: error pages render after a rollback, when ORM rows can no longer be read.
+    session_csrf: str | None = None
+    mfa_passed: bool = True
 
     @property
     def csrf_token(self) -> str:
-        if self.web_session is not None:
-            return self.web_session.csrf_token
-        return self.anon_csrf or ""
+        return self.session_csrf or self.anon_csrf or ""
 
     @property
     def fully_signed_in(self) -> bool:
-        return self.actor is not None and (
-            self.web_session is None or self.web_session.mfa_passed
-        )
+        return self.actor is not None and self.mfa_passed
 
 
 async def _submitted_csrf(request: Request) -> str:
@@ -98,6 +97,8 @@ async def identify(request: Request, db: Db) -> Identity:
             identity.user = active.user
             identity.web_session = active.web_session
             identity.session_token = token
+            identity.session_csrf = active.web_session.csrf_token
+            identity.mfa_passed = active.web_session.mfa_passed
             identity.actor = auth.actor_for(active.user, ip)
     identity.anon_csrf = request.cookies.get(ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
     request.state.identity = identity
