@@ -1,4 +1,4 @@
-"""Shared fixtures: a migrated database on SQLite and on PostgreSQL, staff of every role, clients."""
+"""Shared fixtures: a migrated database on SQLite and PostgreSQL, staff of every role, clients."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from regenspine.auth import service as auth
 from regenspine.auth.actor import SYSTEM_ACTOR, Actor
 from regenspine.auth.models import User
 from regenspine.auth.permissions import Role
-from regenspine.config import Settings, get_settings
+from regenspine.config import get_settings
 from regenspine.db import Base, dispose_engines, session_factory, unit_of_work
 
 REQUIRE_ALL = os.environ.get("REGENSPINE_REQUIRE_ALL") == "1"
@@ -68,7 +68,9 @@ def _drop_pg_database(url: str) -> None:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     from regenspine.cli import upgrade_database
 
     if request.param == "sqlite":
@@ -134,9 +136,14 @@ def make_staff(factory: sessionmaker[Session]) -> Staff:
     with unit_of_work(factory) as session:
         for role in Role:
             users[role] = auth.create_user(
-                session, SYSTEM_ACTOR,
-                auth.UserCreate(f"{role.value.replace('_', '-')}", f"Test {role.value.title()}",
-                                role.value, PASSWORD),
+                session,
+                SYSTEM_ACTOR,
+                auth.UserCreate(
+                    f"{role.value.replace('_', '-')}",
+                    f"Test {role.value.title()}",
+                    role.value,
+                    PASSWORD,
+                ),
             )
     return Staff(users)
 

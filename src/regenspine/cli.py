@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from alembic.config import Config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -26,8 +27,7 @@ err = Console(stderr=True)
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
-    from alembic.config import Config
+def alembic_config(url: str | None = None) -> Config:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -66,8 +66,14 @@ def serve(
     get_settings()  # refuse unsafe production settings before binding the port
     console.print(f"RegenSpine on [bold]http://{host}:{port}[/bold]")
     uvicorn.run(
-        "regenspine.app:create_app", factory=True, host=host, port=port, workers=workers,
-        proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info",
+        "regenspine.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        log_level="info",
     )
 
 
@@ -75,8 +81,13 @@ def serve(
 def create_user(
     username: Annotated[str, typer.Option(help="Login name.")],
     full_name: Annotated[str, typer.Option(help="The person's full name.")],
-    role: Annotated[str, typer.Option(help="admin, coordinator, doctor, nurse, lab_technician, "
-                                          "physiotherapist, medical_director or auditor.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, coordinator, doctor, nurse, lab_technician, "
+            "physiotherapist, medical_director or auditor."
+        ),
+    ],
     email: Annotated[str | None, typer.Option()] = None,
     language: Annotated[str, typer.Option(help="pl or en.")] = "pl",
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
@@ -85,11 +96,14 @@ def create_user(
     from regenspine.auth import service as auth
     from regenspine.auth.actor import SYSTEM_ACTOR
 
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    password = (
+        sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    )
     try:
         with unit_of_work(session_factory(get_settings().database_url)) as session:
             user = auth.create_user(
-                session, SYSTEM_ACTOR,
+                session,
+                SYSTEM_ACTOR,
                 auth.UserCreate(username, full_name, role, password, email, language),
             )
             name = user.username
@@ -111,14 +125,16 @@ def demo(
     from regenspine.demo import DEMO_PASSWORD, load_demo
 
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=True,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("Demo patients", total=patients)
         with unit_of_work(session_factory(get_settings().database_url)) as session:
-            result = load_demo(
-                session, patients, progress=lambda n: progress.advance(task, n)
-            )
+            result = load_demo(session, patients, progress=lambda n: progress.advance(task, n))
     if result.skipped:
         console.print("The database already has data; the demo clinic was not loaded.")
         return

@@ -1,4 +1,4 @@
-"""Settings read from the environment (prefix REGENSPINE_), with a guard against unsafe production use."""
+"""Settings read from the environment (prefix REGENSPINE_), refusing unsafe production use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"
+DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 (refused in production)
 MIN_PRODUCTION_SECRET_LENGTH = 32
 
 

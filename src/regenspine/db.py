@@ -1,4 +1,4 @@
-"""Database engine, the declarative base, and the one place where a transaction begins and commits."""
+"""Database engine, the declarative base, and the one place where a transaction commits."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from regenspine.patients.pesel import make_pesel
 from regenspine.patients.rules import normalise_for_search
 from regenspine.sequences import next_values
 
-DEMO_PASSWORD = "spine-demo-harbour-47"
+DEMO_PASSWORD = "spine-demo-harbour-47"  # noqa: S105 (synthetic demo clinic only)
 SEED = 20261124
 
 DEMO_STAFF: list[tuple[str, str, Role, str]] = [
@@ -37,28 +37,113 @@ DEMO_STAFF: list[tuple[str, str, Role, str]] = [
     ("auditor", "James Whitfield", Role.AUDITOR, "en"),
 ]
 
-PL_FEMALE = ["Anna", "Maria", "Katarzyna", "Małgorzata", "Agnieszka", "Barbara", "Ewa",
-             "Krystyna", "Elżbieta", "Zofia", "Joanna", "Magdalena", "Monika", "Jadwiga",
-             "Dorota", "Beata", "Aleksandra", "Natalia", "Halina", "Grażyna"]
-PL_MALE = ["Piotr", "Krzysztof", "Andrzej", "Tomasz", "Paweł", "Jan", "Michał", "Marcin",
-           "Stanisław", "Jakub", "Adam", "Łukasz", "Marek", "Grzegorz", "Józef", "Wojciech",
-           "Mariusz", "Dariusz", "Zbigniew", "Kamil"]
-PL_SURNAMES = [("Nowak", "Nowak"), ("Kowalski", "Kowalska"), ("Wiśniewski", "Wiśniewska"),
-               ("Wójcik", "Wójcik"), ("Kowalczyk", "Kowalczyk"), ("Kamiński", "Kamińska"),
-               ("Lewandowski", "Lewandowska"), ("Zieliński", "Zielińska"),
-               ("Szymański", "Szymańska"), ("Woźniak", "Woźniak"), ("Dąbrowski", "Dąbrowska"),
-               ("Kozłowski", "Kozłowska"), ("Jankowski", "Jankowska"), ("Mazur", "Mazur"),
-               ("Wojciechowski", "Wojciechowska"), ("Kwiatkowski", "Kwiatkowska"),
-               ("Krawczyk", "Krawczyk"), ("Kaczmarek", "Kaczmarek"), ("Piotrowski", "Piotrowska"),
-               ("Grabowski", "Grabowska"), ("Żak", "Żak"), ("Sikora", "Sikora")]
+PL_FEMALE = [
+    "Anna",
+    "Maria",
+    "Katarzyna",
+    "Małgorzata",
+    "Agnieszka",
+    "Barbara",
+    "Ewa",
+    "Krystyna",
+    "Elżbieta",
+    "Zofia",
+    "Joanna",
+    "Magdalena",
+    "Monika",
+    "Jadwiga",
+    "Dorota",
+    "Beata",
+    "Aleksandra",
+    "Natalia",
+    "Halina",
+    "Grażyna",
+]
+PL_MALE = [
+    "Piotr",
+    "Krzysztof",
+    "Andrzej",
+    "Tomasz",
+    "Paweł",
+    "Jan",
+    "Michał",
+    "Marcin",
+    "Stanisław",
+    "Jakub",
+    "Adam",
+    "Łukasz",
+    "Marek",
+    "Grzegorz",
+    "Józef",
+    "Wojciech",
+    "Mariusz",
+    "Dariusz",
+    "Zbigniew",
+    "Kamil",
+]
+PL_SURNAMES = [
+    ("Nowak", "Nowak"),
+    ("Kowalski", "Kowalska"),
+    ("Wiśniewski", "Wiśniewska"),
+    ("Wójcik", "Wójcik"),
+    ("Kowalczyk", "Kowalczyk"),
+    ("Kamiński", "Kamińska"),
+    ("Lewandowski", "Lewandowska"),
+    ("Zieliński", "Zielińska"),
+    ("Szymański", "Szymańska"),
+    ("Woźniak", "Woźniak"),
+    ("Dąbrowski", "Dąbrowska"),
+    ("Kozłowski", "Kozłowska"),
+    ("Jankowski", "Jankowska"),
+    ("Mazur", "Mazur"),
+    ("Wojciechowski", "Wojciechowska"),
+    ("Kwiatkowski", "Kwiatkowska"),
+    ("Krawczyk", "Krawczyk"),
+    ("Kaczmarek", "Kaczmarek"),
+    ("Piotrowski", "Piotrowska"),
+    ("Grabowski", "Grabowska"),
+    ("Żak", "Żak"),
+    ("Sikora", "Sikora"),
+]
 EN_FEMALE = ["Olivia", "Emma", "Sophie", "Grace", "Charlotte", "Hannah", "Lucy", "Megan"]
 EN_MALE = ["James", "Oliver", "Thomas", "Harry", "George", "William", "Daniel", "Samuel"]
-EN_SURNAMES = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
-               "Robinson", "Wright", "Thompson", "Evans", "Walker", "O'Brien", "Hughes"]
-CITIES = [("Warszawa", "00-"), ("Kraków", "30-"), ("Wrocław", "50-"), ("Poznań", "60-"),
-          ("Gdańsk", "80-"), ("Łódź", "90-"), ("Lublin", "20-"), ("Katowice", "40-")]
-STREETS = ["ul. Marszałkowska", "ul. Długa", "ul. Kwiatowa", "ul. Leśna", "ul. Polna",
-           "al. Jana Pawła II", "ul. Słoneczna", "ul. Ogrodowa"]
+EN_SURNAMES = [
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
+    "Johnson",
+    "Davies",
+    "Robinson",
+    "Wright",
+    "Thompson",
+    "Evans",
+    "Walker",
+    "O'Brien",
+    "Hughes",
+]
+CITIES = [
+    ("Warszawa", "00-"),
+    ("Kraków", "30-"),
+    ("Wrocław", "50-"),
+    ("Poznań", "60-"),
+    ("Gdańsk", "80-"),
+    ("Łódź", "90-"),
+    ("Lublin", "20-"),
+    ("Katowice", "40-"),
+]
+STREETS = [
+    "ul. Marszałkowska",
+    "ul. Długa",
+    "ul. Kwiatowa",
+    "ul. Leśna",
+    "ul. Polna",
+    "al. Jana Pawła II",
+    "ul. Słoneczna",
+    "ul. Ogrodowa",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +159,10 @@ def database_is_empty(session: Session) -> bool:
     ) == 0
 
 
+def _phone(rng: random.Random) -> str:
+    return f"+48 {rng.randrange(500, 899)} {rng.randrange(100, 999)} {rng.randrange(100, 999)}"
+
+
 def _patient_rows(rng: random.Random, count: int, first_number: int) -> list[dict[str, object]]:
     facility = get_settings().facility_code
     today = date.today()
@@ -85,14 +174,20 @@ def _patient_rows(rng: random.Random, count: int, first_number: int) -> list[dic
         if polish:
             given = rng.choice(PL_FEMALE if female else PL_MALE)
             family = rng.choice(PL_SURNAMES)[1 if female else 0]
-            id_type, national_id, id_country = "pesel", make_pesel(
-                birth, rng.randrange(1000), "female" if female else "male"
-            ), "PL"
+            id_type, national_id, id_country = (
+                "pesel",
+                make_pesel(birth, rng.randrange(1000), "female" if female else "male"),
+                "PL",
+            )
             language = "pl"
         else:
             given = rng.choice(EN_FEMALE if female else EN_MALE)
             family = rng.choice(EN_SURNAMES)
-            id_type, national_id, id_country = "passport", f"{rng.choice('ABCEGH')}{rng.randrange(10**7, 10**8)}", rng.choice(["GB", "IE"])
+            id_type, national_id, id_country = (
+                "passport",
+                f"{rng.choice('ABCEGH')}{rng.randrange(10**7, 10**8)}",
+                rng.choice(["GB", "IE"]),
+            )
             language = "en"
         city, postal_prefix = rng.choice(CITIES)
         rows.append(
@@ -107,7 +202,7 @@ def _patient_rows(rng: random.Random, count: int, first_number: int) -> list[dic
                 "id_type": id_type,
                 "national_id": national_id,
                 "id_country": id_country,
-                "phone": f"+48 {rng.randrange(500, 899)} {rng.randrange(100, 999)} {rng.randrange(100, 999)}",
+                "phone": _phone(rng),
                 "email": None,
                 "preferred_language": language,
                 "address": f"{rng.choice(STREETS)} {rng.randrange(1, 120)}",
@@ -138,7 +233,8 @@ def load_demo(
     staff_ids: dict[Role, int] = {}
     for username, name, role, language in DEMO_STAFF:
         user = auth.create_user(
-            session, SYSTEM_ACTOR,
+            session,
+            SYSTEM_ACTOR,
             auth.UserCreate(username, name, role.value, DEMO_PASSWORD, None, language),
         )
         staff_ids[role] = user.id
@@ -147,15 +243,23 @@ def load_demo(
     while created < patients:
         size = min(batch, patients - created)
         rows = _patient_rows(rng, size, numbers.start + created)
-        ids = list(session.scalars(insert(Patient).returning(Patient.id, sort_by_parameter_order=True), rows))
+        ids = list(
+            session.scalars(
+                insert(Patient).returning(Patient.id, sort_by_parameter_order=True), rows
+            )
+        )
         audit.record_many(
-            session, SYSTEM_ACTOR,
-            [audit.PendingRecord("patient.create", "patient", pid, pid, {"source": "demo"})
-             for pid in ids],
+            session,
+            SYSTEM_ACTOR,
+            [
+                audit.PendingRecord("patient.create", "patient", pid, pid, {"source": "demo"})
+                for pid in ids
+            ],
         )
         # The demo physiotherapist looks after every tenth patient.
-        team = [{"patient_id": pid, "user_id": staff_ids[Role.PHYSIOTHERAPIST]}
-                for pid in ids[::10]]
+        team = [
+            {"patient_id": pid, "user_id": staff_ids[Role.PHYSIOTHERAPIST]} for pid in ids[::10]
+        ]
         if team:
             session.execute(insert(CareTeamMember), team)
         created += size

@@ -35,9 +35,7 @@ class Message:
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, Message)
-            and self.msgid == other.msgid
-            and self.params == other.params
+            isinstance(other, Message) and self.msgid == other.msgid and self.params == other.params
         )
 
     def __hash__(self) -> int:

@@ -10,6 +10,7 @@ from importlib import resources
 
 from babel.dates import format_date as babel_format_date
 from babel.dates import format_datetime as babel_format_datetime
+from babel.dates import get_timezone
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
@@ -47,13 +48,13 @@ def format_datetime(value: datetime | None, language: str) -> str:
     if value is None:
         return ""
     return babel_format_datetime(
-        value, format="medium", tzinfo=DEFAULT_TIMEZONE, locale=language
+        value, format="medium", tzinfo=get_timezone(DEFAULT_TIMEZONE), locale=language
     )
 
 
 def pick_language(requested: str | None, accept_language: str | None, default: str) -> str:
     if requested in LANGUAGES:
-        return requested  # type: ignore[return-value]
+        return requested
     for part in (accept_language or "").split(","):
         code = part.split(";")[0].strip().lower()[:2]
         if code in LANGUAGES:

@@ -1,4 +1,4 @@
-"""Named gap-free counters (medical record numbers, later donation numbers), advanced under a lock."""
+"""Named gap-free counters (medical record numbers, donation numbers), advanced under a lock."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def next_values(session: Session, name: str, count: int = 1) -> range:
         dialect = session.get_bind().dialect.name
         insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
         session.execute(
-            insert_(Counter).values(name=name, value=0).on_conflict_do_nothing(
-                index_elements=["name"]
-            )
+            insert_(Counter)
+            .values(name=name, value=0)
+            .on_conflict_do_nothing(index_elements=["name"])
         )
         counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
         assert counter is not None

@@ -20,8 +20,7 @@ MATRIX = [
     ("GET", "/api/v1/patients/{pid}", None, PATIENT_READERS - {Role.PHYSIOTHERAPIST}),
     ("GET", "/api/v1/patients/{pid}/amendments", None, PATIENT_READERS - {Role.PHYSIOTHERAPIST}),
     ("POST", "/api/v1/patients", "new_patient", CLINICAL_WRITERS),
-    ("POST", "/api/v1/patients/{pid}/amendments",
-     "amendment", CLINICAL_WRITERS),
+    ("POST", "/api/v1/patients/{pid}/amendments", "amendment", CLINICAL_WRITERS),
     ("GET", "/api/v1/audit/records", None, {Role.ADMIN, Role.MEDICAL_DIRECTOR, Role.AUDITOR}),
     ("GET", "/api/v1/audit/records.csv", None, {Role.MEDICAL_DIRECTOR, Role.AUDITOR}),
     ("GET", "/api/v1/audit/verify", None, {Role.ADMIN, Role.MEDICAL_DIRECTOR, Role.AUDITOR}),
@@ -37,8 +36,9 @@ def _patient_id(client) -> int:
     return r.json()["id"]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "allowed"), MATRIX,
-                         ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX]
+)
 def test_each_role_is_allowed_or_refused_as_the_permission_table_says(
     clients, method, path, body, allowed
 ):
@@ -48,8 +48,13 @@ def test_each_role_is_allowed_or_refused_as_the_permission_table_says(
         payload = body
         if body == "new_patient":
             n = next(counter)
-            payload = valid_patient(id_type="passport", national_id=f"P{role.value[:3].upper()}{n:04d}",
-                                    id_country="DE", given_name="Test", family_name=f"Role{chr(65 + n)}")
+            payload = valid_patient(
+                id_type="passport",
+                national_id=f"P{role.value[:3].upper()}{n:04d}",
+                id_country="DE",
+                given_name="Test",
+                family_name=f"Role{chr(65 + n)}",
+            )
         if body == "amendment":
             payload = {"changes": {"city": f"Miasto {role.value}"}, "reason": "Moved house"}
         r = clients(role).request(method, path.format(pid=pid), json=payload)
@@ -67,7 +72,8 @@ def test_refused_access_is_written_to_the_audit_log(clients, factory):
     with factory() as s:
         refused = s.scalars(select(AuditRecord).where(AuditRecord.outcome == "refused")).all()
     assert {(r.actor_username, r.action) for r in refused} == {
-        ("physiotherapist", "patient.read"), ("auditor", "permission.denied")
+        ("physiotherapist", "patient.read"),
+        ("auditor", "permission.denied"),
     }
     assert any(r.patient_id == pid for r in refused)
 
@@ -99,8 +105,9 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("override", "field", "words"), BAD_INPUT,
-                         ids=[b[1] + "-" + b[2] for b in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("override", "field", "words"), BAD_INPUT, ids=[b[1] + "-" + b[2] for b in BAD_INPUT]
+)
 def test_invalid_registration_says_what_is_wrong_and_stores_nothing(
     clients, factory, override, field, words
 ):
@@ -123,8 +130,11 @@ def test_wrong_csrf_token_is_refused_and_stores_nothing(clients, factory):
     r = client.post("/api/v1/patients", json=valid_patient(), headers={"X-CSRF-Token": "forged"})
     assert r.status_code == 403
     assert "nothing was saved" in r.json()["detail"]
-    form = client.post("/patients/new", data=valid_patient() | {"csrf_token": "forged"},
-                       headers={"X-CSRF-Token": ""})
+    form = client.post(
+        "/patients/new",
+        data=valid_patient() | {"csrf_token": "forged"},
+        headers={"X-CSRF-Token": ""},
+    )
     assert form.status_code == 403
     with factory() as s:
         assert s.scalar(select(func.count(Patient.id))) == 0
@@ -141,8 +151,10 @@ def test_duplicate_registration_returns_the_existing_record(clients):
 def test_amendment_history_is_visible_through_the_api(clients):
     client = clients(Role.DOCTOR)
     pid = _patient_id(client)
-    r = client.post(f"/api/v1/patients/{pid}/amendments",
-                    json={"changes": {"phone": "+48 500 600 700"}, "reason": "New mobile number"})
+    r = client.post(
+        f"/api/v1/patients/{pid}/amendments",
+        json={"changes": {"phone": "+48 500 600 700"}, "reason": "New mobile number"},
+    )
     assert r.status_code == 201
     history = client.get(f"/api/v1/patients/{pid}/amendments").json()
     assert [(h["field"], h["old_value"], h["new_value"], h["reason"]) for h in history] == [

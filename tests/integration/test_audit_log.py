@@ -51,15 +51,21 @@ def _seed(factory, n: int = 6) -> None:
 
 
 TAMPERING = {
-    "edited": ("UPDATE audit_records SET actor_username = 'mallory' WHERE seq = 3", 3,
-               BreakKind.EDITED),
+    "edited": (
+        "UPDATE audit_records SET actor_username = 'mallory' WHERE seq = 3",
+        3,
+        BreakKind.EDITED,
+    ),
     "deleted": ("DELETE FROM audit_records WHERE seq = 3", 4, BreakKind.MISSING),
     "reordered": (
         "UPDATE audit_records SET seq = CASE seq WHEN 3 THEN 4 ELSE 3 END WHERE seq IN (3, 4)",
-        3, BreakKind.EDITED,
+        3,
+        BreakKind.EDITED,
     ),
     "inserted": (
-        "UPDATE audit_records SET seq = seq + 100 WHERE seq >= 4", 4, None,
+        "UPDATE audit_records SET seq = seq + 100 WHERE seq >= 4",
+        4,
+        None,
     ),
 }
 
@@ -76,9 +82,7 @@ def test_audit_verify_finds_the_first_tampered_record(factory, kind):
             s.execute(text("UPDATE audit_records SET seq = 4 WHERE seq = -3"))
         elif kind == "inserted":
             s.execute(text(sql))
-            head = s.execute(
-                select(AuditRecord).where(AuditRecord.seq == 3)
-            ).scalar_one()
+            head = s.execute(select(AuditRecord).where(AuditRecord.seq == 3)).scalar_one()
             s.execute(
                 text(
                     "INSERT INTO audit_records (seq, at, actor_user_id, actor_username, "

@@ -34,7 +34,9 @@ def test_second_registration_with_the_same_pesel_is_refused_and_stores_nothing(f
         service.register_patient(s, staff.actor(Role.COORDINATOR), valid_patient())
     with pytest.raises(service.PossibleDuplicate) as err, unit_of_work(factory) as s:
         service.register_patient(
-            s, staff.actor(Role.NURSE), valid_patient(given_name="Janusz"),
+            s,
+            staff.actor(Role.NURSE),
+            valid_patient(given_name="Janusz"),
             confirm_not_duplicate=True,
         )
     assert "already registered" in str(err.value)
@@ -50,7 +52,9 @@ def test_same_name_and_birth_date_needs_confirmation_and_is_flagged(factory, sta
     assert _patients(factory) == 1
     with unit_of_work(factory) as s:
         second = service.register_patient(
-            s, staff.actor(Role.COORDINATOR), valid_patient(**passport),
+            s,
+            staff.actor(Role.COORDINATOR),
+            valid_patient(**passport),
             confirm_not_duplicate=True,
         )
     assert second.possible_duplicate_of == first.id
@@ -66,7 +70,10 @@ def test_amendment_keeps_the_previous_value_and_the_reason(factory, staff):
         pid = service.register_patient(s, staff.actor(Role.COORDINATOR), valid_patient()).id
     with unit_of_work(factory) as s:
         service.amend_patient(
-            s, staff.actor(Role.NURSE), pid, {"phone": "+48 700 800 900", "city": "Gdańsk"},
+            s,
+            staff.actor(Role.NURSE),
+            pid,
+            {"phone": "+48 700 800 900", "city": "Gdańsk"},
             "Patient moved and changed number",
         )
     with factory() as s:
@@ -74,7 +81,8 @@ def test_amendment_keeps_the_previous_value_and_the_reason(factory, staff):
         rows = s.scalars(select(PatientAmendment).order_by(PatientAmendment.field)).all()
     assert patient.phone == "+48 700 800 900" and patient.version == 2
     assert [(r.field, r.old_value, r.new_value) for r in rows] == [
-        ("city", "Kraków", "Gdańsk"), ("phone", "+48 600 100 200", "+48 700 800 900")
+        ("city", "Kraków", "Gdańsk"),
+        ("phone", "+48 600 100 200", "+48 700 800 900"),
     ]
     assert {r.reason for r in rows} == {"Patient moved and changed number"}
     assert {r.amended_by_name for r in rows} == {"Test Nurse"}
@@ -117,12 +125,20 @@ def test_search_finds_patients_by_pesel_mrn_birth_date_and_name_without_diacriti
     a = service.register_patient(db, actor, valid_patient())
     pesel = make_pesel(__import__("datetime").date(1980, 2, 29), 17, "female")
     b = service.register_patient(
-        db, actor,
-        valid_patient(given_name="Łucja", family_name="Żółkiewska", date_of_birth="1980-02-29",
-                      sex="female", national_id=pesel),
+        db,
+        actor,
+        valid_patient(
+            given_name="Łucja",
+            family_name="Żółkiewska",
+            date_of_birth="1980-02-29",
+            sex="female",
+            national_id=pesel,
+        ),
     )
+
     def found(q: str) -> list[int]:
         return [p.id for p in service.search_patients(db, actor, q).patients]
+
     assert found("44051401458") == [a.id]
     assert found(b.mrn) == [b.id]
     assert found("1980-02-29") == [b.id]
@@ -137,10 +153,15 @@ def test_physiotherapist_finds_and_opens_only_patients_on_their_care_team(db, st
     physio = staff.actor(Role.PHYSIOTHERAPIST)
     mine = service.register_patient(db, coordinator, valid_patient())
     other = service.register_patient(
-        db, coordinator,
-        valid_patient(given_name="Ewa", family_name="Kowalska", sex="female",
-                      date_of_birth="1990-01-01",
-                      national_id=make_pesel(__import__("datetime").date(1990, 1, 1), 5, "female")),
+        db,
+        coordinator,
+        valid_patient(
+            given_name="Ewa",
+            family_name="Kowalska",
+            sex="female",
+            date_of_birth="1990-01-01",
+            national_id=make_pesel(__import__("datetime").date(1990, 1, 1), 5, "female"),
+        ),
     )
     service.add_to_care_team(db, coordinator, mine.id, staff.users[Role.PHYSIOTHERAPIST].id)
     assert [p.id for p in service.search_patients(db, physio, "kowal").patients] == [mine.id]
@@ -162,10 +183,15 @@ def test_concurrent_registrations_get_distinct_record_numbers(factory, staff):
                 pesel = make_pesel(date(1960 + n, 1 + i, 10), n * 10 + i, "female")
                 with unit_of_work(factory) as s:
                     service.register_patient(
-                        s, actor,
-                        valid_patient(given_name="Ola", family_name=f"Nowak{'a' * n}",
-                                      sex="female", date_of_birth=f"{1960 + n}-{1 + i:02d}-10",
-                                      national_id=pesel),
+                        s,
+                        actor,
+                        valid_patient(
+                            given_name="Ola",
+                            family_name=f"Nowak{'a' * n}",
+                            sex="female",
+                            date_of_birth=f"{1960 + n}-{1 + i:02d}-10",
+                            national_id=pesel,
+                        ),
                     )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

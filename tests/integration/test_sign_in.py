@@ -119,8 +119,11 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
     assert wrong.status_code == 422
     ok = client.post("/account/mfa", data={"code": pyotp.TOTP(secret).now()})
     assert ok.status_code == 200
-    codes = [li.split("<li>")[1].split("</li>")[0] for li in ok.text.split("\n") if "<li>" in li
-             and len(li.split("<li>")[1].split("</li>")[0]) == 10]
+    codes = [
+        li.split("<li>")[1].split("</li>")[0]
+        for li in ok.text.split("\n")
+        if "<li>" in li and len(li.split("<li>")[1].split("</li>")[0]) == 10
+    ]
     assert len(codes) >= 1
 
     fresh = browser_client(app)
@@ -160,18 +163,31 @@ def test_production_requires_mfa_enrolment_before_doctors_open_records(app, staf
 
 def test_api_token_is_limited_to_its_scopes_and_stops_working_when_revoked(app, staff):
     browser = sign_in(app, "coordinator")
-    created = browser.post("/api/v1/tokens", json={"name": "lab system", "scopes": ["patient:read"]})
+    created = browser.post(
+        "/api/v1/tokens", json={"name": "lab system", "scopes": ["patient:read"]}
+    )
     assert created.status_code == 201, created.text
     secret = created.json()["token"]
     assert secret.startswith("rst_")
     api = browser_client(app)
     api.headers["Authorization"] = f"Bearer {secret}"
     assert api.get("/api/v1/patients").status_code == 200
-    refused = api.post("/api/v1/patients", json={
-        "given_name": "Jan", "family_name": "Nowak", "date_of_birth": "1944-05-14",
-        "sex": "male", "id_type": "pesel", "national_id": "44051401458"})
+    refused = api.post(
+        "/api/v1/patients",
+        json={
+            "given_name": "Jan",
+            "family_name": "Nowak",
+            "date_of_birth": "1944-05-14",
+            "sex": "male",
+            "id_type": "pesel",
+            "national_id": "44051401458",
+        },
+    )
     assert refused.status_code == 403
-    assert api.post("/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]}).status_code == 400
+    assert (
+        api.post("/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]}).status_code
+        == 400
+    )
     too_wide = browser.post("/api/v1/tokens", json={"name": "x", "scopes": ["user:manage"]})
     assert too_wide.status_code == 422
     assert browser.delete(f"/api/v1/tokens/{created.json()['id']}").status_code == 204
@@ -180,9 +196,9 @@ def test_api_token_is_limited_to_its_scopes_and_stops_working_when_revoked(app, 
 
 def test_tokens_are_stored_only_as_hashes(app, staff, factory):
     browser = sign_in(app, "coordinator")
-    secret = browser.post(
-        "/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]}
-    ).json()["token"]
+    secret = browser.post("/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]}).json()[
+        "token"
+    ]
     with factory() as s:
         from regenspine.auth.models import ApiToken
 
@@ -192,10 +208,19 @@ def test_tokens_are_stored_only_as_hashes(app, staff, factory):
 
 
 @pytest.mark.parametrize("password", ["short-pw-1", "password1234", "qwertyuiop123"])
-def test_staff_account_with_a_weak_password_is_refused_and_not_created(app, staff, factory, password):
+def test_staff_account_with_a_weak_password_is_refused_and_not_created(
+    app, staff, factory, password
+):
     admin = sign_in(app, "admin")
-    r = admin.post("/api/v1/users", json={
-        "username": "newnurse", "full_name": "New Nurse", "role": "nurse", "password": password})
+    r = admin.post(
+        "/api/v1/users",
+        json={
+            "username": "newnurse",
+            "full_name": "New Nurse",
+            "role": "nurse",
+            "password": password,
+        },
+    )
     assert r.status_code == 422
     assert "password" in r.json()["errors"]
     with factory() as s:

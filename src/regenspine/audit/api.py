@@ -11,10 +11,12 @@ from fastapi.responses import StreamingResponse
 from regenspine.audit import service
 from regenspine.audit.schemas import AuditPagePublic, AuditRecordPublic, ChainStatus
 from regenspine.auth.permissions import Permission
+from regenspine.web.openapi import Responses, responses
 from regenspine.web.security import ApiActor, Db
 
 router = APIRouter(prefix="/audit", tags=["audit"])
-REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
+REFUSALS = responses(401, 403)
+CSV_RESPONSE: Responses = {200: {"description": "The log as CSV", "content": {"text/csv": {}}}}
 
 
 def audit_filter(
@@ -25,8 +27,6 @@ def audit_filter(
     date_to: date | None = None,
 ) -> service.AuditFilter:
     return service.AuditFilter(patient_id, username, action, date_from, date_to)
-
-
 
 
 @router.get("/records", response_model=AuditPagePublic, responses=REFUSALS)
@@ -44,12 +44,15 @@ def records(
     result = service.search(db, actor, flt, page)
     return AuditPagePublic(
         items=[AuditRecordPublic.model_validate(r) for r in result.records],
-        total=result.total, page=result.page, pages=result.pages,
+        total=result.total,
+        page=result.page,
+        pages=result.pages,
     )
 
 
 @router.get(
-    "/records.csv", responses=REFUSALS | {200: {"content": {"text/csv": {}}}},
+    "/records.csv",
+    responses=REFUSALS | CSV_RESPONSE,
     response_class=StreamingResponse,
 )
 def records_csv(
@@ -64,7 +67,8 @@ def records_csv(
     flt = audit_filter(patient_id, username, action, date_from, date_to)
     lines = service.export_csv(db, actor, flt)
     return StreamingResponse(
-        lines, media_type="text/csv; charset=utf-8",
+        lines,
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
     )
 
@@ -75,7 +79,9 @@ def verify(db: Db, actor: ApiActor) -> ChainStatus:
     result = service.verify(db)
     brk = result.first_break
     return ChainStatus(
-        intact=result.intact, records=result.records, head_hash=result.head_hash,
+        intact=result.intact,
+        records=result.records,
+        head_hash=result.head_hash,
         first_break_seq=brk.seq if brk else None,
         first_break_kind=str(brk.kind) if brk else None,
         explanation=brk.explanation if brk else None,

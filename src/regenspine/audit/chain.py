@@ -107,22 +107,29 @@ def verify_chain(entries: Iterable[ChainEntry]) -> VerifyResult:
             )
         if entry.seq != expected_seq:
             if entry.seq > expected_seq:
-                kind, why = BreakKind.MISSING, (
-                    f"records {expected_seq}..{entry.seq - 1} are missing (deleted)"
+                kind, why = (
+                    BreakKind.MISSING,
+                    (f"records {expected_seq}..{entry.seq - 1} are missing (deleted)"),
                 )
             else:
                 kind, why = BreakKind.INSERTED, f"record {entry.seq} appears twice or out of place"
             return VerifyResult(count, prev_hash, ChainBreak(entry.seq, entry.row_id, kind, why))
         if entry.prev_hash != prev_hash:
             if entry.prev_hash in seen_hashes:
-                kind, why = BreakKind.REORDERED, (
-                    f"record {entry.seq} follows record {seen_hashes[entry.prev_hash]} "
-                    "in the original chain: records were reordered"
+                kind, why = (
+                    BreakKind.REORDERED,
+                    (
+                        f"record {entry.seq} follows record {seen_hashes[entry.prev_hash]} "
+                        "in the original chain: records were reordered"
+                    ),
                 )
             else:
-                kind, why = BreakKind.INSERTED, (
-                    f"record {entry.seq} does not link to record {entry.seq - 1}: "
-                    "a record was inserted or replaced"
+                kind, why = (
+                    BreakKind.INSERTED,
+                    (
+                        f"record {entry.seq} does not link to record {entry.seq - 1}: "
+                        "a record was inserted or replaced"
+                    ),
                 )
             return VerifyResult(count, prev_hash, ChainBreak(entry.seq, entry.row_id, kind, why))
         seen_hashes[entry.hash] = entry.seq

@@ -61,12 +61,18 @@ def audit_log(
     result = service.search(db, actor, flt, page)
     query = request.url.query
     return render(
-        request, "audit/log.html",
+        request,
+        "audit/log.html",
         {
             "result": result,
             "errors": errors,
-            "values": {"patient_id": patient_id, "username": username, "action": action,
-                       "date_from": date_from, "date_to": date_to},
+            "values": {
+                "patient_id": patient_id,
+                "username": username,
+                "action": action,
+                "date_from": date_from,
+                "date_to": date_to,
+            },
             "query": query,
         },
     )
@@ -84,6 +90,7 @@ def audit_export(
 ) -> StreamingResponse:
     flt, _ = _filter(patient_id, username, action, date_from, date_to)
     return StreamingResponse(
-        service.export_csv(db, actor, flt), media_type="text/csv; charset=utf-8",
+        service.export_csv(db, actor, flt),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
     )

@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
-from regenspine.audit.chain import GENESIS_HASH, ChainEntry, VerifyResult, compute_hash, verify_chain
+from regenspine.audit.chain import (
+    GENESIS_HASH,
+    ChainEntry,
+    VerifyResult,
+    compute_hash,
+    verify_chain,
+)
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.actor import Actor
 from regenspine.auth.permissions import Permission
@@ -102,13 +108,22 @@ def record_many(session: Session, actor: Actor, pending: Sequence[PendingRecord]
     for item in pending:
         seq += 1
         entry = ChainEntry(
-            seq=seq, at=now, actor_user_id=actor.user_id, actor_username=actor.username,
-            actor_role=str(actor.role or ""), action=item.action, entity_type=item.entity_type,
-            entity_id=str(item.entity_id), patient_id=item.patient_id, source_ip=actor.source_ip,
+            seq=seq,
+            at=now,
+            actor_user_id=actor.user_id,
+            actor_username=actor.username,
+            actor_role=str(actor.role or ""),
+            action=item.action,
+            entity_type=item.entity_type,
+            entity_id=str(item.entity_id),
+            patient_id=item.patient_id,
+            source_ip=actor.source_ip,
             outcome=str(Outcome.SUCCESS),
-            detail=json.dumps(dict(item.detail or {}), ensure_ascii=False, sort_keys=True,
-                              default=str),
-            prev_hash=prev_hash, hash="",
+            detail=json.dumps(
+                dict(item.detail or {}), ensure_ascii=False, sort_keys=True, default=str
+            ),
+            prev_hash=prev_hash,
+            hash="",
         )
         digest = compute_hash(prev_hash, entry)
         rows.append({k: v for k, v in vars(entry).items() if k != "row_id"} | {"hash": digest})

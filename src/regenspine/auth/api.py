@@ -14,10 +14,11 @@ from regenspine.auth.schemas import (
     UserPublic,
     UserUpdate,
 )
+from regenspine.web.openapi import responses
 from regenspine.web.security import AccountApiActor, ApiActor, Db, Ident
 
 router = APIRouter(tags=["accounts"])
-REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
+REFUSALS = responses(401, 403)
 
 
 @router.get("/me", response_model=Me, responses=REFUSALS)
@@ -38,23 +39,31 @@ def list_users(db: Db, actor: ApiActor) -> list[UserPublic]:
 
 
 @router.post(
-    "/users", response_model=UserPublic, status_code=201,
-    responses=REFUSALS | {422: {"description": "Invalid account data"}},
+    "/users",
+    response_model=UserPublic,
+    status_code=201,
+    responses=REFUSALS | responses(422),
 )
 def create_user(body: UserCreate, db: Db, actor: ApiActor) -> UserPublic:
     user = service.create_user(
-        db, actor,
+        db,
+        actor,
         service.UserCreate(
-            username=body.username, full_name=body.full_name, role=body.role.value,
-            password=body.password, email=body.email, language=body.language,
+            username=body.username,
+            full_name=body.full_name,
+            role=body.role.value,
+            password=body.password,
+            email=body.email,
+            language=body.language,
         ),
     )
     return UserPublic.model_validate(user)
 
 
 @router.patch(
-    "/users/{user_id}", response_model=UserPublic,
-    responses=REFUSALS | {404: {"description": "No such user"}, 409: {"description": "Conflict"}},
+    "/users/{user_id}",
+    response_model=UserPublic,
+    responses=REFUSALS | responses(404, 409),
 )
 def update_user(user_id: int, body: UserUpdate, db: Db, actor: ApiActor) -> UserPublic:
     user = service.update_user(
@@ -69,8 +78,10 @@ def list_tokens(db: Db, actor: ApiActor) -> list[ApiTokenPublic]:
 
 
 @router.post(
-    "/tokens", response_model=ApiTokenCreated, status_code=201,
-    responses=REFUSALS | {400: {"description": "Refused"}, 422: {"description": "Invalid"}},
+    "/tokens",
+    response_model=ApiTokenCreated,
+    status_code=201,
+    responses=REFUSALS | responses(400, 422),
 )
 def create_token(body: ApiTokenCreate, db: Db, actor: ApiActor) -> ApiTokenCreated:
     token, secret = service.create_api_token(db, actor, body.name, body.scopes, body.days_valid)
@@ -80,8 +91,9 @@ def create_token(body: ApiTokenCreate, db: Db, actor: ApiActor) -> ApiTokenCreat
 
 
 @router.delete(
-    "/tokens/{token_id}", status_code=204,
-    responses=REFUSALS | {404: {"description": "No such token"}},
+    "/tokens/{token_id}",
+    status_code=204,
+    responses=REFUSALS | responses(404),
 )
 def revoke_token(token_id: int, db: Db, actor: ApiActor) -> Response:
     service.revoke_api_token(db, actor, token_id)

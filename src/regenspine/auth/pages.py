@@ -60,12 +60,17 @@ def login(
     try:
         with refusable(db, actor):
             result = service.sign_in(
-                db, username, password, client_ip(request),
-                request.headers.get("user-agent", ""), identity.session_token,
+                db,
+                username,
+                password,
+                client_ip(request),
+                request.headers.get("user-agent", ""),
+                identity.session_token,
             )
     except DomainError as exc:
         return render(
-            request, "auth/login.html",
+            request,
+            "auth/login.html",
             {"error": exc.message, "username": username[:150], "next": _safe_next(next)},
             status=401,
         )
@@ -92,7 +97,10 @@ def mfa_verify(
     try:
         with refusable(db, request_actor(request)):
             token, _ = service.complete_mfa(
-                db, identity.session_token, code, client_ip(request),
+                db,
+                identity.session_token,
+                code,
+                client_ip(request),
                 request.headers.get("user-agent", ""),
             )
     except DomainError as exc:
@@ -131,8 +139,10 @@ def _account(request: Request, db: Db, actor: AccountActor, **extra: object) -> 
     tokens = service.list_api_tokens(db, actor)
     scopes = sorted(p.value for p in ROLE_PERMISSIONS[actor.role]) if actor.role else []
     return render(
-        request, "auth/account.html",
-        {"tokens": tokens, "scopes": scopes} | extra, status=status,
+        request,
+        "auth/account.html",
+        {"tokens": tokens, "scopes": scopes} | extra,
+        status=status,
     )
 
 
@@ -143,8 +153,11 @@ def account(request: Request, db: Db, actor: AccountActor) -> Response:
 
 @router.post("/account/password", response_class=HTMLResponse)
 def change_password(
-    request: Request, db: Db, actor: AccountActor,
-    current_password: FormStr = "", new_password: FormStr = "",
+    request: Request,
+    db: Db,
+    actor: AccountActor,
+    current_password: FormStr = "",
+    new_password: FormStr = "",
 ) -> Response:
     try:
         with refusable(db, actor):
@@ -160,7 +173,8 @@ def password_strength(
 ) -> Response:
     strength = check_password(new_password, (actor.username, *actor.full_name.split()))
     return render(
-        request, "auth/_partials/strength.html",
+        request,
+        "auth/_partials/strength.html",
         {"strength": strength, "empty": not new_password},
     )
 
@@ -186,15 +200,20 @@ def mfa_confirm(request: Request, db: Db, actor: AccountActor, code: FormStr = "
     except InvalidInput as exc:
         enrolment = service.begin_mfa_enrolment(db, actor)
         return render(
-            request, "auth/mfa_enrol.html",
-            {"enrolment": enrolment, "errors": exc.field_errors}, status=422,
+            request,
+            "auth/mfa_enrol.html",
+            {"enrolment": enrolment, "errors": exc.field_errors},
+            status=422,
         )
     return render(request, "auth/mfa_codes.html", {"codes": codes})
 
 
 @router.post("/account/tokens", response_class=HTMLResponse)
 def create_token(
-    request: Request, db: Db, actor: AccountActor, name: FormStr = "",
+    request: Request,
+    db: Db,
+    actor: AccountActor,
+    name: FormStr = "",
 ) -> Response:
     scopes = [s for s in _form_list(request, "scopes")]
     try:
@@ -223,8 +242,10 @@ def _users_page(request: Request, db: Db, actor: PageActor, **extra: object) -> 
     status = int(extra.pop("status", 200))  # type: ignore[call-overload]
     users = service.list_users(db, actor)
     return render(
-        request, "auth/users.html",
-        {"users": users, "roles": list(Role), "role_labels": ROLE_LABELS} | extra, status=status,
+        request,
+        "auth/users.html",
+        {"users": users, "roles": list(Role), "role_labels": ROLE_LABELS} | extra,
+        status=status,
     )
 
 
@@ -235,16 +256,28 @@ def users(request: Request, db: Db, actor: PageActor) -> Response:
 
 @router.post("/admin/users", response_class=HTMLResponse)
 def create_user(
-    request: Request, db: Db, actor: PageActor,
-    username: FormStr = "", full_name: FormStr = "", role: FormStr = "",
-    password: FormStr = "", email: FormStr = "", language: FormStr = "pl",
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    username: FormStr = "",
+    full_name: FormStr = "",
+    role: FormStr = "",
+    password: FormStr = "",
+    email: FormStr = "",
+    language: FormStr = "pl",
 ) -> Response:
-    form = {"username": username, "full_name": full_name, "role": role, "email": email,
-            "language": language}
+    form = {
+        "username": username,
+        "full_name": full_name,
+        "role": role,
+        "email": email,
+        "language": language,
+    }
     try:
         with refusable(db, actor):
             user = service.create_user(
-                db, actor,
+                db,
+                actor,
                 service.UserCreate(username, full_name, role, password, email or None, language),
             )
     except InvalidInput as exc:
@@ -254,13 +287,20 @@ def create_user(
 
 @router.post("/admin/users/{user_id}", response_class=HTMLResponse)
 def update_user(
-    request: Request, db: Db, actor: PageActor, user_id: int,
-    role: FormStr = "", is_active: FormStr = "",
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    user_id: int,
+    role: FormStr = "",
+    is_active: FormStr = "",
 ) -> Response:
     try:
         with refusable(db, actor):
             service.update_user(
-                db, actor, user_id, role=role or None,
+                db,
+                actor,
+                user_id,
+                role=role or None,
                 is_active={"yes": True, "no": False}.get(is_active),
             )
     except DomainError as exc:

@@ -86,9 +86,7 @@ class ThrottlePolicy:
     window: timedelta = timedelta(minutes=15)
 
 
-def sign_in_locked(
-    account_failures: int, ip_failures: int, policy: ThrottlePolicy
-) -> bool:
+def sign_in_locked(account_failures: int, ip_failures: int, policy: ThrottlePolicy) -> bool:
     """Counts are failures within the policy window since the last success."""
     return (
         account_failures >= policy.max_failures_per_account

@@ -12,7 +12,7 @@ import pyotp
 import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
@@ -43,7 +43,7 @@ from regenspine.errors import (
 LOGIN_FAILED = "auth.login_failed"
 LOGIN_SUCCEEDED = "auth.login"
 RECOVERY_CODE_COUNT = 10
-TOKEN_PREFIX = "rst_"
+TOKEN_PREFIX = "rst_"  # noqa: S105 (a visible prefix, not a secret)
 
 
 class InvalidCredentials(NotAuthenticated):
@@ -54,7 +54,9 @@ class InvalidCredentials(NotAuthenticated):
 def _hasher() -> PasswordHasher:
     s = get_settings()
     return PasswordHasher(
-        time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_cost, parallelism=s.argon2_parallelism
+        time_cost=s.argon2_time_cost,
+        memory_cost=s.argon2_memory_cost,
+        parallelism=s.argon2_parallelism,
     )
 
 
@@ -99,16 +101,17 @@ def _lifetime() -> SessionLifetime:
 def _recent_failures(session: Session, column: str, value: str, since: datetime) -> int:
     col = AuditRecord.entity_id if column == "account" else AuditRecord.source_ip
     last_success = session.scalar(
-        select(func.max(AuditRecord.at)).where(
-            AuditRecord.action == LOGIN_SUCCEEDED, col == value
-        )
+        select(func.max(AuditRecord.at)).where(AuditRecord.action == LOGIN_SUCCEEDED, col == value)
     )
     start = max(since, last_success) if last_success else since
-    return session.scalar(
-        select(func.count(AuditRecord.id)).where(
-            AuditRecord.action == LOGIN_FAILED, col == value, AuditRecord.at > start
+    return (
+        session.scalar(
+            select(func.count(AuditRecord.id)).where(
+                AuditRecord.action == LOGIN_FAILED, col == value, AuditRecord.at > start
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ def resolve_session(session: Session, token: str, source_ip: str) -> ActiveSessi
     reason = session_expired(web_session.created_at, web_session.last_seen_at, now, _lifetime())
     if user is None or not user.is_active:
         reason = "account_disabled"
-    if reason:
+    if reason or user is None:
         web_session.ended_at = now
         web_session.end_reason = reason
         if user is not None:
@@ -344,7 +347,7 @@ def confirm_mfa_enrolment(session: Session, actor: Actor, code: str) -> list[str
         )
     user.mfa_enabled = True
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODE_COUNT)]
-    session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.user_id == user.id))
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     session.add_all(RecoveryCode(user_id=user.id, code_hash=sha256_hex(c)) for c in codes)
     audit.record(session, actor, "auth.mfa_enabled", entity_type="user", entity_id=user.username)
     return codes
@@ -357,13 +360,17 @@ def mark_session_mfa_passed(web_session: WebSession) -> None:
 def change_password(session: Session, actor: Actor, current: str, new: str) -> None:
     user = _user(session, actor.user_id)
     if not _password_matches(user.password_hash, current):
-        raise InvalidInput({"current_password": Message(N_("The current password is not correct."))})
+        raise InvalidInput(
+            {"current_password": Message(N_("The current password is not correct."))}
+        )
     strength = check_password(new, (user.username, *user.full_name.split()))
     if not strength.acceptable:
         raise InvalidInput({"new_password": strength.problems[0]})
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
-    audit.record(session, actor, "auth.password_changed", entity_type="user", entity_id=user.username)
+    audit.record(
+        session, actor, "auth.password_changed", entity_type="user", entity_id=user.username
+    )
 
 
 def set_language(session: Session, actor: Actor, language: str) -> None:
@@ -429,7 +436,11 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
     session.add(user)
     session.flush()
     audit.record(
-        session, actor, "user.create", entity_type="user", entity_id=username,
+        session,
+        actor,
+        "user.create",
+        entity_type="user",
+        entity_id=username,
         detail={"role": data.role},
     )
     return user
@@ -458,13 +469,20 @@ def update_user(
         user.is_active = is_active
         if not is_active:
             for ws in session.scalars(
-                select(WebSession).where(WebSession.user_id == user.id, WebSession.ended_at.is_(None))
+                select(WebSession).where(
+                    WebSession.user_id == user.id, WebSession.ended_at.is_(None)
+                )
             ):
                 ws.ended_at = utcnow()
                 ws.end_reason = "account_disabled"
     if changes:
         audit.record(
-            session, actor, "user.update", entity_type="user", entity_id=user.username, detail=changes
+            session,
+            actor,
+            "user.update",
+            entity_type="user",
+            entity_id=user.username,
+            detail=changes,
         )
     return user
 
@@ -508,7 +526,11 @@ def create_api_token(
     session.add(token)
     session.flush()
     audit.record(
-        session, actor, "api_token.create", entity_type="api_token", entity_id=token.id,
+        session,
+        actor,
+        "api_token.create",
+        entity_type="api_token",
+        entity_id=token.id,
         detail={"scopes": token.scopes},
     )
     return token, secret
@@ -545,5 +567,7 @@ def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | 
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         token.last_used_at = now
-    scopes = frozenset(Permission(s) for s in token.scopes.split() if s in Permission._value2member_map_)
+    scopes = frozenset(
+        Permission(s) for s in token.scopes.split() if s in Permission._value2member_map_
+    )
     return actor_for(user, source_ip, scopes=scopes)

@@ -9,10 +9,11 @@ from fastapi import APIRouter
 from regenspine.auth.permissions import Permission
 from regenspine.catalog.conditions import get_catalogue
 from regenspine.errors import N_, Message, NotFound
+from regenspine.web.openapi import responses
 from regenspine.web.security import ApiActor
 
 router = APIRouter(prefix="/catalog", tags=["catalogue"])
-REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
+REFUSALS = responses(401, 403)
 
 
 @router.get("/conditions", responses=REFUSALS)
@@ -25,7 +26,7 @@ def conditions(actor: ApiActor) -> dict[str, Any]:
     }
 
 
-@router.get("/conditions/{code}", responses=REFUSALS | {404: {"description": "Unknown code"}})
+@router.get("/conditions/{code}", responses=REFUSALS | responses(404))
 def condition(code: str, actor: ApiActor) -> dict[str, Any]:
     actor.require(Permission.CATALOG_READ)
     try:

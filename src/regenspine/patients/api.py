@@ -16,12 +16,13 @@ from regenspine.patients.schemas import (
     PatientSearchPage,
     PatientSummary,
 )
+from regenspine.web.openapi import responses
 from regenspine.web.security import ApiActor, Db
 
 router = APIRouter(prefix="/patients", tags=["patients"])
-REFUSALS = {401: {"description": "Not signed in"}, 403: {"description": "Not allowed"}}
-NOT_FOUND = {404: {"description": "No such patient"}}
-INVALID = {422: {"description": "Invalid data; `errors` names each field"}}
+REFUSALS = responses(401, 403)
+NOT_FOUND = responses(404)
+INVALID = responses(422)
 
 
 @router.get("", response_model=PatientSearchPage, responses=REFUSALS | INVALID)
@@ -34,13 +35,18 @@ def search(
     result = service.search_patients(db, actor, q, page)
     return PatientSearchPage(
         items=[PatientSummary.model_validate(p) for p in result.patients],
-        total=result.total, page=result.page, page_size=result.page_size, pages=result.pages,
+        total=result.total,
+        page=result.page,
+        page_size=result.page_size,
+        pages=result.pages,
     )
 
 
 @router.post(
-    "", response_model=PatientPublic, status_code=201,
-    responses=REFUSALS | INVALID | {409: {"description": "Possible duplicate; see candidates"}},
+    "",
+    response_model=PatientPublic,
+    status_code=201,
+    responses=REFUSALS | INVALID | responses(409),
 )
 def register(body: PatientCreate, db: Db, actor: ApiActor) -> PatientPublic:
     raw = body.model_dump(exclude={"confirm_not_duplicate"})
@@ -56,17 +62,22 @@ def read(patient_id: int, db: Db, actor: ApiActor) -> PatientPublic:
 
 
 @router.get(
-    "/{patient_id}/amendments", response_model=list[AmendmentPublic],
+    "/{patient_id}/amendments",
+    response_model=list[AmendmentPublic],
     responses=REFUSALS | NOT_FOUND,
 )
 def amendments(patient_id: int, db: Db, actor: ApiActor) -> list[AmendmentPublic]:
     patient = service.get_patient(db, actor, patient_id, purpose="read_history")
-    return [AmendmentPublic.model_validate(a) for a in service.amendment_history(db, actor, patient)]
+    return [
+        AmendmentPublic.model_validate(a) for a in service.amendment_history(db, actor, patient)
+    ]
 
 
 @router.post(
-    "/{patient_id}/amendments", response_model=list[AmendmentPublic], status_code=201,
-    responses=REFUSALS | NOT_FOUND | INVALID | {409: {"description": "Changed meanwhile"}},
+    "/{patient_id}/amendments",
+    response_model=list[AmendmentPublic],
+    status_code=201,
+    responses=REFUSALS | NOT_FOUND | INVALID | responses(409),
 )
 def amend(patient_id: int, body: PatientAmend, db: Db, actor: ApiActor) -> list[AmendmentPublic]:
     rows = service.amend_patient(
@@ -76,7 +87,8 @@ def amend(patient_id: int, body: PatientAmend, db: Db, actor: ApiActor) -> list[
 
 
 @router.post(
-    "/{patient_id}/care-team", status_code=204,
+    "/{patient_id}/care-team",
+    status_code=204,
     responses=REFUSALS | NOT_FOUND | INVALID,
 )
 def add_care_team_member(patient_id: int, body: CareTeamAdd, db: Db, actor: ApiActor) -> Response:

@@ -75,4 +75,3 @@ class CareTeamMember(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-

@@ -47,7 +47,9 @@ def patient_list(
 ) -> Response:
     result = service.search_patients(db, actor, q, page)
     template = (
-        "patients/_partials/results.html" if request.headers.get("hx-request") else "patients/list.html"
+        "patients/_partials/results.html"
+        if request.headers.get("hx-request")
+        else "patients/list.html"
     )
     return render(request, template, {"result": result, "q": q})
 
@@ -56,8 +58,10 @@ def patient_list(
 def new_patient(request: Request, actor: PageActor) -> Response:
     actor.require(Permission.PATIENT_CREATE)
     return render(
-        request, "patients/register.html",
-        _form_context() | {"values": {"id_type": "pesel", "preferred_language": "pl", "country": "PL"}},
+        request,
+        "patients/register.html",
+        _form_context()
+        | {"values": {"id_type": "pesel", "preferred_language": "pl", "country": "PL"}},
     )
 
 
@@ -70,13 +74,17 @@ async def register_patient(request: Request, db: Db, actor: PageActor) -> Respon
             patient = service.register_patient(db, actor, values, confirm_not_duplicate=confirm)
     except InvalidInput as exc:
         return render(
-            request, "patients/register.html",
-            _form_context() | {"values": values, "errors": exc.field_errors}, status=422,
+            request,
+            "patients/register.html",
+            _form_context() | {"values": values, "errors": exc.field_errors},
+            status=422,
         )
     except service.PossibleDuplicate as exc:
         return render(
-            request, "patients/register.html",
-            _form_context() | {"values": values, "duplicate": exc}, status=409,
+            request,
+            "patients/register.html",
+            _form_context() | {"values": values, "duplicate": exc},
+            status=409,
         )
     return RedirectResponse(f"/patients/{patient.id}?registered=1", status_code=303)
 
@@ -85,7 +93,8 @@ async def register_patient(request: Request, db: Db, actor: PageActor) -> Respon
 def chart(request: Request, db: Db, actor: PageActor, patient_id: int) -> Response:
     patient = service.get_patient(db, actor, patient_id)
     return render(
-        request, "patients/chart.html",
+        request,
+        "patients/chart.html",
         _form_context()
         | {
             "patient": patient,
@@ -103,9 +112,14 @@ def amend_form(request: Request, db: Db, actor: PageActor, patient_id: int) -> R
     actor.require(Permission.PATIENT_AMEND)
     patient = service.get_patient(db, actor, patient_id, purpose="read_for_amendment")
     return render(
-        request, "patients/amend.html",
+        request,
+        "patients/amend.html",
         _form_context()
-        | {"patient": patient, "values": service.current_values(patient), "version": patient.version},
+        | {
+            "patient": patient,
+            "values": service.current_values(patient),
+            "version": patient.version,
+        },
     )
 
 
@@ -123,10 +137,16 @@ async def amend(request: Request, db: Db, actor: PageActor, patient_id: int) -> 
         errors = exc.field_errors if isinstance(exc, InvalidInput) else {"_form": exc.message}
         patient = service.get_patient(db, actor, patient_id, purpose="read_for_amendment")
         return render(
-            request, "patients/amend.html",
+            request,
+            "patients/amend.html",
             _form_context()
-            | {"patient": patient, "values": values, "reason": reason, "errors": errors,
-               "version": version or patient.version},
+            | {
+                "patient": patient,
+                "values": values,
+                "reason": reason,
+                "errors": errors,
+                "version": version or patient.version,
+            },
             status=exc.status,
         )
     return RedirectResponse(f"/patients/{patient_id}?amended=1", status_code=303)

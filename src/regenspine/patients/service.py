@@ -1,4 +1,4 @@
-"""Use cases for patients: register, find, read a chart, amend; each audited in the same transaction."""
+"""Patient use cases: register, find, read a chart, amend; each audited in its transaction."""
 
 from __future__ import annotations
 
@@ -71,9 +71,11 @@ def _apply(patient: Patient, data: PatientData) -> None:
 def find_duplicates(
     session: Session, data: PatientData, exclude_id: int | None = None
 ) -> list[DuplicateCandidate]:
-    same_id = and_(
-        Patient.id_type == data.id_type.value, Patient.national_id == data.national_id
-    ) if data.national_id else None
+    same_id = (
+        and_(Patient.id_type == data.id_type.value, Patient.national_id == data.national_id)
+        if data.national_id
+        else None
+    )
     same_person = and_(
         Patient.family_name_norm == normalise_for_search(data.family_name),
         Patient.given_name_norm == normalise_for_search(data.given_name),
@@ -172,13 +174,18 @@ def ensure_patient_access(session: Session, actor: Actor, patient: Patient) -> N
         raise PermissionDenied(
             Message(N_("You can open only the records of patients on your care team.")),
             refusal=RefusalRecord(
-                action="patient.read", entity_type="patient", entity_id=str(patient.id),
-                patient_id=patient.id, detail={"reason": "not_on_care_team"},
+                action="patient.read",
+                entity_type="patient",
+                entity_id=str(patient.id),
+                patient_id=patient.id,
+                detail={"reason": "not_on_care_team"},
             ),
         )
 
 
-def get_patient(session: Session, actor: Actor, patient_id: int, *, purpose: str = "read") -> Patient:
+def get_patient(
+    session: Session, actor: Actor, patient_id: int, *, purpose: str = "read"
+) -> Patient:
     """Loads one patient for the actor and records the access."""
     actor.require(Permission.PATIENT_READ)
     patient = session.get(Patient, patient_id)
@@ -186,7 +193,11 @@ def get_patient(session: Session, actor: Actor, patient_id: int, *, purpose: str
         raise NotFound(Message(N_("There is no patient with this number.")))
     ensure_patient_access(session, actor, patient)
     audit.record(
-        session, actor, f"patient.{purpose}", entity_type="patient", entity_id=patient.id,
+        session,
+        actor,
+        f"patient.{purpose}",
+        entity_type="patient",
+        entity_id=patient.id,
         patient_id=patient.id,
     )
     return patient
@@ -239,7 +250,10 @@ def search_patients(
         .limit(page_size)
     ).all()
     audit.record(
-        session, actor, "patient.search", entity_type="patient",
+        session,
+        actor,
+        "patient.search",
+        entity_type="patient",
         detail={"query": text, "results": total, "page": page},
     )
     return PatientPage(list(rows), total, page, page_size, text)
@@ -276,18 +290,28 @@ def amend_patient(
     unknown = set(changes) - set(PATIENT_FIELDS)
     if unknown:
         raise InvalidInput(
-            {"_form": Message(N_("Unknown fields were sent: %(fields)s."),
-                              fields=", ".join(sorted(unknown)))}
+            {
+                "_form": Message(
+                    N_("Unknown fields were sent: %(fields)s."), fields=", ".join(sorted(unknown))
+                )
+            }
         )
     before = current_values(patient)
     merged = before | {k: ("" if v is None else str(v)) for k, v in changes.items()}
     data = validate_patient(merged, _today())
-    after = {k: as_form_value(v.value if hasattr(v, "value") else v) for k, v in data.as_dict().items()}
+    after = {
+        k: as_form_value(v.value if hasattr(v, "value") else v) for k, v in data.as_dict().items()
+    }
     changed = [k for k in PATIENT_FIELDS if before[k] != after[k]]
     if not changed:
         raise InvalidInput({"_form": Message(N_("Nothing was changed."))})
-    if data.id_type != IdentifierType.NONE and data.national_id and any(
-        c.reason == "same_identifier" for c in find_duplicates(session, data, exclude_id=patient.id)
+    if (
+        data.id_type != IdentifierType.NONE
+        and data.national_id
+        and any(
+            c.reason == "same_identifier"
+            for c in find_duplicates(session, data, exclude_id=patient.id)
+        )
     ):
         raise InvalidInput(
             {"national_id": Message(N_("Another patient is registered with this identifier."))}
@@ -311,8 +335,13 @@ def amend_patient(
     session.add_all(amendments)
     session.flush()
     audit.record(
-        session, actor, "patient.amend", entity_type="patient", entity_id=patient.id,
-        patient_id=patient.id, detail={"fields": ",".join(changed), "version": patient.version},
+        session,
+        actor,
+        "patient.amend",
+        entity_type="patient",
+        entity_id=patient.id,
+        patient_id=patient.id,
+        detail={"fields": ",".join(changed), "version": patient.version},
     )
     return amendments
 
@@ -342,8 +371,13 @@ def add_to_care_team(session: Session, actor: Actor, patient_id: int, user_id: i
     if exists_already is None:
         session.add(CareTeamMember(patient_id=patient.id, user_id=member.id))
         audit.record(
-            session, actor, "patient.care_team_add", entity_type="patient",
-            entity_id=patient.id, patient_id=patient.id, detail={"user": member.username},
+            session,
+            actor,
+            "patient.care_team_add",
+            entity_type="patient",
+            entity_id=patient.id,
+            patient_id=patient.id,
+            detail={"user": member.username},
         )
 
 

@@ -38,9 +38,7 @@ def request_actor(request: Request) -> Actor:
     actor = getattr(request.state, "actor", None)
     if actor is not None:
         return actor
-    return Actor(
-        user_id=None, username=ANONYMOUS.username, role=None, source_ip=client_ip(request)
-    )
+    return Actor(user_id=None, username=ANONYMOUS.username, role=None, source_ip=client_ip(request))
 
 
 def client_ip(request: Request) -> str:

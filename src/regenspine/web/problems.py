@@ -21,9 +21,11 @@ PROBLEM = "application/problem+json"
 
 def _wants_json(request: Request) -> bool:
     path = request.url.path
-    return path.startswith(("/api/", "/healthz")) or "application/json" in request.headers.get(
-        "accept", ""
-    ) and "text/html" not in request.headers.get("accept", "")
+    return (
+        path.startswith(("/api/", "/healthz"))
+        or "application/json" in request.headers.get("accept", "")
+        and "text/html" not in request.headers.get("accept", "")
+    )
 
 
 def problem(
@@ -80,8 +82,11 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         }
         return problem(
-            request, 422, "Some of the information is not valid",
-            "The request does not match the expected format.", errors=errors,
+            request,
+            422,
+            "Some of the information is not valid",
+            "The request does not match the expected format.",
+            errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -89,18 +94,20 @@ def install(app: FastAPI) -> None:
         if _wants_json(request):
             return problem(request, exc.status_code, str(exc.detail), str(exc.detail))
         return render(
-            request, "error.html", {"status": exc.status_code, "message": str(exc.detail)},
+            request,
+            "error.html",
+            {"status": exc.status_code, "message": str(exc.detail)},
             status=exc.status_code,
         )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         reference = uuid.uuid4().hex[:12]
-        log.error(
-            "unhandled error reference=%s path=%s", reference, request.url.path, exc_info=exc
-        )
+        log.error("unhandled error reference=%s path=%s", reference, request.url.path, exc_info=exc)
         return problem(
-            request, 500, "Internal error",
+            request,
+            500,
+            "Internal error",
             "Something went wrong on our side. Nothing was saved. Quote the reference when "
             "reporting this.",
             reference=reference,

@@ -129,7 +129,11 @@ def _mfa_gate(identity: Identity) -> str | None:
     """Where a half-signed-in user must go first, if anywhere."""
     if identity.web_session is not None and not identity.web_session.mfa_passed:
         return "/login/mfa"
-    if identity.user is not None and auth.mfa_required(identity.user) and not identity.user.mfa_enabled:
+    if (
+        identity.user is not None
+        and auth.mfa_required(identity.user)
+        and not identity.user.mfa_enabled
+    ):
         return "/account/mfa"
     return None
 

@@ -13,7 +13,14 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from regenspine.auth.permissions import ROLE_LABELS, Permission, Role
 from regenspine.config import get_settings
 from regenspine.errors import Message
-from regenspine.i18n import LANGUAGE_NAMES, format_date, format_datetime, gettext_for, pick_language, translations
+from regenspine.i18n import (
+    LANGUAGE_NAMES,
+    format_date,
+    format_datetime,
+    gettext_for,
+    pick_language,
+    translations,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DOMAINS_WITH_PAGES = ("web", "auth", "patients", "audit", "catalog")
@@ -35,7 +42,8 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.install_null_translations(newstyle=True)  # real ones are passed per request
+    # Real translations are passed per request; these only make the i18n tags compile.
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
     return env
 
 

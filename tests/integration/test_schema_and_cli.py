@@ -1,0 +1,104 @@
+"""The migrated schema equals the models; the command line works end to end."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, func, select
+from typer.testing import CliRunner
+
+from regenspine.audit import service as audit
+from regenspine.auth.models import User
+from regenspine.config import get_settings
+from regenspine.db import Base
+from regenspine.patients.models import CareTeamMember, Patient
+from regenspine.patients.pesel import parse_pesel
+
+
+def test_migrations_produce_exactly_the_schema_the_models_declare(database_url, factory):
+    import regenspine.models  # noqa: F401  (registers every table)
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
+    engine.dispose()
+    assert diff == []
+
+
+@pytest.fixture
+def cli_env(database_url, monkeypatch):
+    from regenspine.cli import app
+
+    monkeypatch.setenv("REGENSPINE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield CliRunner(), app
+    get_settings.cache_clear()
+
+
+def test_create_user_command_refuses_a_common_password_and_creates_with_a_good_one(
+    cli_env, factory
+):
+    runner, app = cli_env
+    args = [
+        "create-user",
+        "--username",
+        "ewa.admin",
+        "--full-name",
+        "Ewa Admin",
+        "--role",
+        "admin",
+        "--password-stdin",
+    ]
+    weak = runner.invoke(app, args, input="password1234\n")
+    assert weak.exit_code == 2 and "leaked" in weak.output
+    good = runner.invoke(app, args, input="lantern-orchard-copper-91\n")
+    assert good.exit_code == 0, good.output
+    bad_role = runner.invoke(
+        app,
+        [*args[:-2], "--role", "janitor", "--password-stdin"],
+        input="lantern-orchard-copper-91\n",
+    )
+    assert bad_role.exit_code == 2
+    with factory() as s:
+        assert s.scalars(select(User.username)).all() == ["ewa.admin"]
+
+
+def test_demo_command_fills_an_empty_clinic_once_with_valid_synthetic_patients(cli_env, factory):
+    runner, app = cli_env
+    first = runner.invoke(app, ["demo", "--patients", "120"])
+    assert first.exit_code == 0, first.output
+    assert "coordinator" in first.output and "spine-demo-harbour-47" in first.output
+    second = runner.invoke(app, ["demo", "--patients", "120"])
+    assert "already has data" in second.output
+    with factory() as s:
+        patients = s.scalars(select(Patient)).all()
+        roles = set(s.scalars(select(User.role)))
+        team = s.scalar(select(func.count(CareTeamMember.id)))
+        result = audit.verify(s)
+    assert len(patients) == 120
+    assert roles == {
+        "admin",
+        "coordinator",
+        "doctor",
+        "nurse",
+        "lab_technician",
+        "physiotherapist",
+        "medical_director",
+        "auditor",
+    }
+    for p in patients:
+        if p.id_type == "pesel":
+            decoded = parse_pesel(p.national_id)
+            assert decoded.birth_date == p.date_of_birth and decoded.sex == p.sex
+    assert len({p.mrn for p in patients}) == 120
+    assert team == 12
+    assert result.intact and result.records == 8 + 120 + 1
+
+
+def test_db_upgrade_command_is_idempotent(cli_env):
+    runner, app = cli_env
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
