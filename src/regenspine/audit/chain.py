@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -36,7 +36,7 @@ def canonical_payload(entry: ChainEntry) -> str:
     """Every field that matters, in a fixed order; timestamps to the microsecond in UTC."""
     fields: list[Any] = [
         entry.seq,
-        entry.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        entry.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         entry.actor_user_id,
         entry.actor_username,
         entry.actor_role,
@@ -53,7 +53,8 @@ def canonical_payload(entry: ChainEntry) -> str:
 
 def compute_hash(prev_hash: str, entry: ChainEntry) -> str:
     digest = hashlib.sha256()
-    digest.update(prev_hash.encode("ascii"))
+    # utf-8, not ascii: a tampered prev_hash must fail verification, not crash it.
+    digest.update(prev_hash.encode("utf-8"))
     digest.update(b"\n")
     digest.update(canonical_payload(entry).encode("utf-8"))
     return digest.hexdigest()

@@ -76,7 +76,11 @@ def check_password(password: str, user_inputs: Sequence[str] = ()) -> PasswordSt
 def _zxcvbn_score(password: str, user_inputs: Sequence[str]) -> int:
     from zxcvbn import zxcvbn
 
-    return int(zxcvbn(password, user_inputs=[u for u in user_inputs if u])["score"])
+    # zxcvbn refuses > 72 characters by default; the policy allows up to PASSWORD_MAX_LENGTH.
+    result = zxcvbn(
+        password, user_inputs=[u for u in user_inputs if u], max_length=PASSWORD_MAX_LENGTH
+    )
+    return int(result["score"])
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class SessionLifetime:
 def session_expired(
     created_at: datetime, last_seen_at: datetime, now: datetime, lifetime: SessionLifetime
 ) -> str | None:
-    """Returns why the session has ended ("idle" or "absolute"), or None while it is valid."""
+    """Why the session has ended ("idle_timeout" or "absolute_timeout"), or None if valid."""
     if now - created_at >= lifetime.absolute:
         return "absolute_timeout"
     if now - last_seen_at >= lifetime.idle:

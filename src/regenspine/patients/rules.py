@@ -64,7 +64,7 @@ PATIENT_FIELDS: tuple[str, ...] = tuple(FIELD_LABELS)
 REQUIRED_FIELDS = ("given_name", "family_name", "date_of_birth", "sex", "id_type")
 
 NAME_MAX = 100
-NAME_PATTERN = re.compile(r"^[^\W\d_]+(?:[ '\-.][^\W\d_]+)*\.?$", re.UNICODE)
+NAME_SEPARATORS = " '-.\u2019"
 PHONE_PATTERN = re.compile(r"^\+?[0-9 ()\-]{6,25}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 POSTAL_PATTERN = re.compile(r"^[A-Za-z0-9 \-]{2,12}$")
@@ -106,6 +106,28 @@ def normalise_for_search(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).lower().strip()
 
 
+def is_plausible_name(value: str) -> bool:
+    """Letters (any script, with combining marks) and single separators such as "O'Brien",
+    "Anna-Maria" or "St. John"; no digits of any kind, no symbols."""
+    if not value or unicodedata.category(value[0])[0] != "L":
+        return False
+    previous_separator = False
+    prev = ""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category[0] in ("L", "M"):
+            previous_separator = False
+        elif ch in NAME_SEPARATORS:
+            # "St. John": a full stop may be followed by one space; otherwise one separator.
+            if previous_separator and not (ch == " " and prev == "."):
+                return False
+            previous_separator = True
+        else:
+            return False
+        prev = ch
+    return value[-1] not in " -'\u2019"
+
+
 def _text(raw: Mapping[str, Any], key: str) -> str:
     value = raw.get(key)
     if value is None:
@@ -115,11 +137,15 @@ def _text(raw: Mapping[str, Any], key: str) -> str:
 
 def parse_date(value: str) -> date | None:
     value = value.strip()
-    for pattern in (r"^(\d{4})-(\d{2})-(\d{2})$", r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$"):
+    # ASCII digits only: Python's \d would also accept other scripts' digits.
+    for pattern in (
+        r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$",
+        r"^([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})$",
+    ):
         m = re.match(pattern, value)
         if m:
             parts = [int(g) for g in m.groups()]
-            y, mo, d = parts if pattern.startswith(r"^(\d{4})") else parts[::-1]
+            y, mo, d = parts if pattern.startswith(r"^([0-9]{4})") else parts[::-1]
             try:
                 return date(y, mo, d)
             except ValueError:
@@ -144,7 +170,7 @@ def validate_patient(raw: Mapping[str, Any], today: date) -> PatientData:
         v = values[key]
         if v and len(v) > NAME_MAX:
             errors[key] = Message(N_("A name may have at most %(max)d characters."), max=NAME_MAX)
-        elif v and not NAME_PATTERN.match(v):
+        elif v and not is_plausible_name(v):
             errors[key] = Message(
                 N_("A name may contain letters, spaces, hyphens and apostrophes only.")
             )

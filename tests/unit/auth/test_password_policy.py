@@ -1,0 +1,150 @@
+"""Staff passwords, sign-in throttling and how long a session lasts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+from regenspine.auth.rules import (
+    PasswordStrength,
+    SessionLifetime,
+    ThrottlePolicy,
+    check_password,
+    common_password_count,
+    session_expired,
+    sign_in_locked,
+)
+
+LEAKED = "This password appears in lists of leaked passwords; choose another."
+CONTAINS_NAME = "The password must not contain your name or username."
+PASSPHRASE = "xkcd-tulip-marrow-ferry-quartz"
+
+
+def problems(strength: PasswordStrength) -> list[str]:
+    return [str(message) for message in strength.problems]
+
+
+def a_leaked_password_of_at_least_12_characters() -> str:
+    for candidate in FREQUENCY_LISTS["passwords"]:
+        if len(candidate) >= 12:
+            return candidate
+    raise AssertionError("zxcvbn ships no breached password of 12 or more characters")
+
+
+def test_at_least_ten_thousand_breached_passwords_are_known():
+    assert common_password_count() >= 10_000
+
+
+def test_a_password_of_11_characters_is_refused():
+    strength = check_password("Tq7!vmZ2#pL")
+    assert not strength.acceptable
+    assert "The password must have at least 12 characters." in problems(strength)
+
+
+def test_a_password_of_129_characters_is_refused():
+    strength = check_password("a-long-phrase-" * 9 + "abc")
+    assert not strength.acceptable
+    assert "The password may have at most 128 characters." in problems(strength)
+
+
+LONG_PHRASE = "-".join(["tulip", "marrow", "ferry", "quartz", "lantern", "orbit", "cedar"] * 6)
+
+
+@pytest.mark.parametrize("length", [72, 73, 100, 128])
+def test_a_long_passphrase_up_to_128_characters_is_accepted(length):
+    password = LONG_PHRASE[:length]
+    assert len(password) == length
+    strength = check_password(password)
+    assert strength.acceptable, problems(strength)
+
+
+def test_a_leaked_password_of_twelve_or_more_characters_is_refused():
+    leaked = a_leaked_password_of_at_least_12_characters()
+    strength = check_password(leaked)
+    assert not strength.acceptable
+    assert LEAKED in problems(strength)
+
+
+def test_a_leaked_password_is_refused_whatever_its_capitals_or_surrounding_spaces():
+    leaked = a_leaked_password_of_at_least_12_characters()
+    for variant in (leaked.upper(), f" {leaked} "):
+        assert LEAKED in problems(check_password(variant))
+
+
+def test_a_password_containing_the_username_is_refused():
+    strength = check_password("Zebra-JKowalski-meadow-91", user_inputs=["jkowalski"])
+    assert not strength.acceptable
+    assert CONTAINS_NAME in problems(strength)
+
+
+def test_a_password_containing_the_family_name_is_refused():
+    strength = check_password(
+        "kowalski-orbit-lantern-77", user_inputs=["jkowalski", "Jan", "Kowalski"]
+    )
+    assert CONTAINS_NAME in problems(strength)
+
+
+def test_a_long_random_passphrase_is_accepted_as_hard_to_guess():
+    strength = check_password(PASSPHRASE, user_inputs=["jkowalski", "Jan Kowalski"])
+    assert strength.acceptable, problems(strength)
+    assert strength.score >= 3
+
+
+def test_twelve_characters_that_are_easy_to_guess_are_refused():
+    strength = check_password("aaaaaaaaaaaa")
+    assert not strength.acceptable
+    assert strength.score < 3
+
+
+POLICY = ThrottlePolicy()
+
+
+@pytest.mark.parametrize(
+    ("account_failures", "ip_failures", "locked"),
+    [
+        (0, 0, False),
+        (4, 0, False),
+        (5, 0, True),
+        (0, 29, False),
+        (0, 30, True),
+        (4, 29, False),
+        (6, 31, True),
+    ],
+)
+def test_sign_in_locks_after_5_account_or_30_address_failures(
+    account_failures, ip_failures, locked
+):
+    assert sign_in_locked(account_failures, ip_failures, POLICY) is locked
+
+
+MORNING = datetime(2025, 1, 15, 8, 0, tzinfo=UTC)
+LIFETIME = SessionLifetime()
+
+
+def test_a_session_idle_for_30_minutes_has_ended():
+    now = MORNING + timedelta(hours=2)
+    assert session_expired(MORNING, now - timedelta(minutes=30), now, LIFETIME) == "idle_timeout"
+
+
+def test_a_session_idle_for_29_minutes_is_still_open():
+    now = MORNING + timedelta(hours=2)
+    last_seen = now - timedelta(minutes=29, seconds=59)
+    assert session_expired(MORNING, last_seen, now, LIFETIME) is None
+
+
+def test_a_session_ends_after_12_hours_even_while_in_use():
+    now = MORNING + timedelta(hours=12)
+    assert session_expired(MORNING, now - timedelta(seconds=5), now, LIFETIME) == (
+        "absolute_timeout"
+    )
+
+
+def test_a_busy_session_just_under_12_hours_is_still_open():
+    now = MORNING + timedelta(hours=11, minutes=59)
+    assert session_expired(MORNING, now - timedelta(minutes=1), now, LIFETIME) is None
+
+
+def test_a_fresh_session_is_open():
+    assert session_expired(MORNING, MORNING, MORNING, LIFETIME) is None
