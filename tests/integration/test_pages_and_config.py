@@ -1,0 +1,113 @@
+"""Pages render for the right roles in both languages; settings refuse unsafe production use."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from regenspine.auth.permissions import Role
+from regenspine.config import DEFAULT_SECRET_KEY, Settings, UnsafeConfiguration
+from tests.conftest import browser_client, valid_patient
+
+PAGES = [
+    ("/patients", Role.NURSE, "Patients", "Pacjenci"),
+    ("/patients/new", Role.COORDINATOR, "Register patient", "Zarejestruj pacjenta"),
+    ("/patients/{pid}", Role.DOCTOR, "Amendment history", None),
+    ("/patients/{pid}/amend", Role.NURSE, "Reason for the correction", None),
+    ("/audit", Role.AUDITOR, "Audit log", None),
+    ("/admin/users", Role.ADMIN, "Staff accounts", None),
+    ("/account", Role.PHYSIOTHERAPIST, "My account", None),
+]
+
+
+@pytest.mark.parametrize("language", ["en", "pl"])
+@pytest.mark.parametrize(("path", "role", "english", "polish"), PAGES,
+                         ids=[p[0] for p in PAGES])
+def test_page_renders_in_the_users_language(clients, path, role, english, polish, language):
+    pid = clients(Role.COORDINATOR).post("/api/v1/patients", json=valid_patient()).json()["id"]
+    client = clients(role)
+    client.post("/language", data={"language": language, "next": "/account"})
+    r = client.get(path.format(pid=pid))
+    assert r.status_code == 200, r.text
+    assert f'<html lang="{language}">' in r.text
+    if language == "en":
+        assert english in r.text
+    elif polish:
+        assert polish in r.text
+        assert english not in r.text
+
+
+@pytest.mark.parametrize(("path", "role"), [
+    ("/patients/new", Role.AUDITOR), ("/audit", Role.NURSE), ("/admin/users", Role.DOCTOR),
+    ("/patients", Role.ADMIN),
+])
+def test_pages_refuse_roles_without_the_permission(clients, path, role):
+    r = clients(role).get(path)
+    assert r.status_code == 403
+    assert "Your role does not allow this action" in r.text
+
+
+def test_pages_send_anonymous_visitors_to_sign_in(app, staff):
+    r = browser_client(app).get("/patients/1", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=/patients/1")
+
+
+def test_sign_in_never_redirects_to_another_site(app, staff):
+    client = browser_client(app)
+    client.get("/login")
+    r = client.post("/login", data={
+        "username": "nurse", "password": "correct-horse-battery-staple-42",
+        "next": "//evil.example/phish", "csrf_token": client.cookies["rs_csrf"]},
+        follow_redirects=False)
+    assert r.headers["location"] == "/patients"
+
+
+def test_stored_markup_in_free_text_is_shown_as_text(clients):
+    client = clients(Role.NURSE)
+    pid = client.post("/api/v1/patients", json=valid_patient(
+        address='<img src=x onerror="alert(1)">')).json()["id"]
+    page = client.get(f"/patients/{pid}").text
+    assert '<img src=x onerror="alert(1)">' not in page
+    assert "&lt;img src=x onerror=" in page
+
+
+def test_openapi_description_lists_the_api(app, staff):
+    spec = browser_client(app).get("/openapi.json").json()
+    assert "/api/v1/patients" in spec["paths"]
+    assert "422" in spec["paths"]["/api/v1/patients"]["post"]["responses"]
+
+
+def test_sqlite_runs_with_wal_full_sync_and_foreign_keys(factory):
+    with factory() as s:
+        if s.get_bind().dialect.name != "sqlite":
+            return  # the PostgreSQL run checks nothing SQLite-specific here
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert s.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+
+
+def test_production_refuses_the_default_or_a_short_secret_key_and_names_the_variable():
+    with pytest.raises(UnsafeConfiguration, match="REGENSPINE_SECRET_KEY"):
+        Settings(env="production", secret_key=DEFAULT_SECRET_KEY)
+    with pytest.raises(UnsafeConfiguration, match="REGENSPINE_SECRET_KEY"):
+        Settings(env="production", secret_key="short")
+    with pytest.raises(UnsafeConfiguration, match="ARGON2"):
+        Settings(env="production", secret_key="x" * 40, argon2_time_cost=1)
+    ok = Settings(
+        env="production", secret_key="x" * 40, argon2_time_cost=3, argon2_memory_cost=65536
+    )
+    assert ok.mfa_enforced
+
+
+def test_many_failures_from_one_address_lock_sign_in_from_it(app, staff):
+    client = browser_client(app)
+    client.get("/login")
+    for n in range(30):
+        client.post("/login", data={"username": f"ghost{n}", "password": "nope-nope-nope",
+                                    "csrf_token": client.cookies["rs_csrf"]})
+    r = client.post("/login", data={"username": "nurse",
+                                    "password": "correct-horse-battery-staple-42",
+                                    "csrf_token": client.cookies["rs_csrf"]},
+                    follow_redirects=False)
+    assert r.status_code == 401
