@@ -14,7 +14,14 @@ def code128_svg(value: str) -> str:
     symbol = barcode.get("code128", value, writer=SVGWriter())
     buffer = io.BytesIO()
     symbol.write(
-        buffer, options={"module_height": 10, "font_size": 6, "text_distance": 3, "quiet_zone": 2}
+        buffer,
+        options={
+            "module_width": 0.3,
+            "module_height": 12,
+            "font_size": 8,
+            "text_distance": 4,
+            "quiet_zone": 3,
+        },
     )
     return buffer.getvalue().decode("utf-8")
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from regenspine.auth.permissions import Permission
-from regenspine.errors import DomainError, InvalidInput
+from regenspine.errors import N_, DomainError, InvalidInput
 from regenspine.labels import code128_data_uri
 from regenspine.patients import service
 from regenspine.patients.rules import (
@@ -27,6 +27,7 @@ router = APIRouter()
 def _form_context() -> dict[str, object]:
     return {
         "labels": FIELD_LABELS,
+        "error_labels": FIELD_LABELS | {"reason": N_("Reason for the correction")},
         "sex_labels": SEX_LABELS,
         "id_labels": IDENTIFIER_LABELS,
     }

@@ -72,6 +72,9 @@ def render(
         text = gettext(msgid)
         return text % params if params else text
 
+    def _n(singular: str, plural: str, count: int, **params: Any) -> str:
+        return tr.ngettext(singular, plural, count) % ({"count": count} | params)
+
     def msg(message: Message | None) -> str:
         return message.render(gettext) if message is not None else ""
 
@@ -79,7 +82,7 @@ def render(
         "request": request,
         "_": _,
         "gettext": _,
-        "ngettext": tr.ngettext,
+        "ngettext": _n,
         "msg": msg,
         "lang": language,
         "languages": LANGUAGE_NAMES,
