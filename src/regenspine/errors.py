@@ -25,7 +25,13 @@ class Message:
 
     def render(self, gettext: Callable[[str], str] | None = None) -> str:
         template = gettext(self.msgid) if gettext else self.msgid
-        return template % self.params if self.params else template
+        if not self.params:
+            return template
+        # A parameter may itself be a message (e.g. "female"), translated in the same language.
+        params = {
+            k: v.render(gettext) if isinstance(v, Message) else v for k, v in self.params.items()
+        }
+        return template % params
 
     def __str__(self) -> str:
         return self.render()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from regenspine.audit import service
@@ -29,18 +30,16 @@ def audit_filter(
     return service.AuditFilter(patient_id, username, action, date_from, date_to)
 
 
+Filter = Annotated[service.AuditFilter, Depends(audit_filter)]
+
+
 @router.get("/records", response_model=AuditPagePublic, responses=REFUSALS)
 def records(
     db: Db,
     actor: ApiActor,
-    patient_id: Annotated[int | None, Query(ge=1)] = None,
-    username: Annotated[str | None, Query(max_length=150)] = None,
-    action: Annotated[str | None, Query(max_length=80)] = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
+    flt: Filter,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> AuditPagePublic:
-    flt = audit_filter(patient_id, username, action, date_from, date_to)
     result = service.search(db, actor, flt, page)
     return AuditPagePublic(
         items=[AuditRecordPublic.model_validate(r) for r in result.records],
@@ -50,22 +49,12 @@ def records(
     )
 
 
-@router.get(
-    "/records.csv",
-    responses=REFUSALS | CSV_RESPONSE,
-    response_class=StreamingResponse,
-)
-def records_csv(
-    db: Db,
-    actor: ApiActor,
-    patient_id: Annotated[int | None, Query(ge=1)] = None,
-    username: Annotated[str | None, Query(max_length=150)] = None,
-    action: Annotated[str | None, Query(max_length=80)] = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-) -> StreamingResponse:
-    flt = audit_filter(patient_id, username, action, date_from, date_to)
-    lines = service.export_csv(db, actor, flt)
+@router.get("/records.csv", responses=REFUSALS | CSV_RESPONSE, response_class=StreamingResponse)
+def records_csv(db: Db, actor: ApiActor, flt: Filter) -> StreamingResponse:
+    return csv_response(service.export_csv(db, actor, flt))
+
+
+def csv_response(lines: Iterator[str]) -> StreamingResponse:
     return StreamingResponse(
         lines,
         media_type="text/csv; charset=utf-8",

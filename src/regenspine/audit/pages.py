@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from regenspine.audit import service
+from regenspine.audit.api import csv_response
 from regenspine.patients.rules import parse_date
 from regenspine.web.security import Db, PageActor
 from regenspine.web.templating import render
@@ -45,52 +47,57 @@ def _filter(
 Text = Annotated[str, Query(max_length=150)]
 
 
+@dataclass(frozen=True)
+class FilterForm:
+    """The filter as typed (to show it back) and as understood (to query with)."""
+
+    values: dict[str, str]
+    flt: service.AuditFilter
+    errors: dict[str, str]
+
+
+def filter_form(
+    patient_id: Text = "",
+    username: Text = "",
+    action: Text = "",
+    date_from: Text = "",
+    date_to: Text = "",
+) -> FilterForm:
+    values = {
+        "patient_id": patient_id,
+        "username": username,
+        "action": action,
+        "date_from": date_from,
+        "date_to": date_to,
+    }
+    flt, errors = _filter(**values)
+    return FilterForm(values, flt, errors)
+
+
+Form = Annotated[FilterForm, Depends(filter_form)]
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_log(
     request: Request,
     db: Db,
     actor: PageActor,
-    patient_id: Text = "",
-    username: Text = "",
-    action: Text = "",
-    date_from: Text = "",
-    date_to: Text = "",
+    form: Form,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    flt, errors = _filter(patient_id, username, action, date_from, date_to)
-    result = service.search(db, actor, flt, page)
-    query = request.url.query
+    result = service.search(db, actor, form.flt, page)
     return render(
         request,
         "audit/log.html",
         {
             "result": result,
-            "errors": errors,
-            "values": {
-                "patient_id": patient_id,
-                "username": username,
-                "action": action,
-                "date_from": date_from,
-                "date_to": date_to,
-            },
-            "query": query,
+            "errors": form.errors,
+            "values": form.values,
+            "query": request.url.query,
         },
     )
 
 
 @router.get("/audit/export.csv")
-def audit_export(
-    db: Db,
-    actor: PageActor,
-    patient_id: Text = "",
-    username: Text = "",
-    action: Text = "",
-    date_from: Text = "",
-    date_to: Text = "",
-) -> StreamingResponse:
-    flt, _ = _filter(patient_id, username, action, date_from, date_to)
-    return StreamingResponse(
-        service.export_csv(db, actor, flt),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
-    )
+def audit_export(db: Db, actor: PageActor, form: Form) -> StreamingResponse:
+    return csv_response(service.export_csv(db, actor, form.flt))

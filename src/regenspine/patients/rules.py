@@ -218,8 +218,8 @@ def validate_patient(raw: Mapping[str, Any], today: date) -> PatientData:
                 elif sex in (Sex.FEMALE, Sex.MALE) and pesel.sex != sex:
                     errors["national_id"] = Message(
                         N_("The PESEL encodes the sex %(pesel_sex)s, but %(sex)s was chosen."),
-                        pesel_sex=pesel.sex,
-                        sex=sex,
+                        pesel_sex=Message(SEX_LABELS[Sex(pesel.sex)]),
+                        sex=Message(SEX_LABELS[Sex(sex)]),
                     )
     elif id_type in (IdentifierType.PASSPORT, IdentifierType.NATIONAL_ID_CARD):
         if not national_id or not DOCUMENT_PATTERN.match(national_id):

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from regenspine.errors import DomainError, InvalidInput
+from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web.security import LoginRequired
 from regenspine.web.templating import render, translate
 
@@ -93,10 +93,15 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _wants_json(request):
             return problem(request, exc.status_code, str(exc.detail), str(exc.detail))
+        message = Message(
+            N_("This page does not exist.")
+            if exc.status_code == 404
+            else N_("This request could not be handled.")
+        )
         return render(
             request,
             "error.html",
-            {"status": exc.status_code, "message": str(exc.detail)},
+            {"status": exc.status_code, "message": translate(request, message)},
             status=exc.status_code,
         )
 
