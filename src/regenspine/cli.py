@@ -37,7 +37,11 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade_database(url: str | None = None) -> None:
     from alembic import command
+    from sqlalchemy.engine import make_url
 
+    target = make_url(url or get_settings().database_url)
+    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
+        Path(target.database).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
 
 
