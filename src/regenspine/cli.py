@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 from alembic.config import Config
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from regenspine.config import get_settings
+from regenspine.config import UnsafeConfiguration, get_settings
 from regenspine.db import session_factory, unit_of_work
 from regenspine.errors import DomainError, InvalidInput
 
@@ -25,6 +26,16 @@ console = Console()
 err = Console(stderr=True)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+@app.callback()
+def check_settings() -> None:
+    """Refuse to run at all with unsafe settings, saying which variable to set."""
+    try:
+        get_settings()
+    except (UnsafeConfiguration, ValidationError) as exc:
+        err.print(f"[red]Configuration refused:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def alembic_config(url: str | None = None) -> Config:

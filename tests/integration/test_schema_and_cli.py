@@ -102,3 +102,17 @@ def test_db_upgrade_command_is_idempotent(cli_env):
     runner, app = cli_env
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+
+
+def test_commands_refuse_to_run_in_production_with_the_default_secret_key(monkeypatch):
+    from regenspine.cli import app
+
+    monkeypatch.setenv("REGENSPINE_ENV", "production")
+    monkeypatch.delenv("REGENSPINE_SECRET_KEY", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["audit", "verify"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "REGENSPINE_SECRET_KEY" in result.output

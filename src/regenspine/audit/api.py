@@ -13,9 +13,9 @@ from regenspine.audit import service
 from regenspine.audit.schemas import AuditPagePublic, AuditRecordPublic, ChainStatus
 from regenspine.auth.permissions import Permission
 from regenspine.web.openapi import Responses, responses
-from regenspine.web.security import ApiActor, Db
+from regenspine.web.security import ApiActor, Db, requires
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[requires(Permission.AUDIT_READ)])
 REFUSALS = responses(401, 403)
 CSV_RESPONSE: Responses = {200: {"description": "The log as CSV", "content": {"text/csv": {}}}}
 

@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from regenspine.audit import service
 from regenspine.audit.api import csv_response
+from regenspine.auth.permissions import Permission
 from regenspine.patients.rules import parse_date
-from regenspine.web.security import Db, PageActor
+from regenspine.web.security import Db, PageActor, page_requires
 from regenspine.web.templating import render
 
-router = APIRouter()
+router = APIRouter(dependencies=[page_requires(Permission.AUDIT_READ)])
 
 
 def _filter(

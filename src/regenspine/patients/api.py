@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from regenspine.auth.permissions import Permission
 from regenspine.patients import service
 from regenspine.patients.schemas import (
     AmendmentPublic,
@@ -17,9 +18,11 @@ from regenspine.patients.schemas import (
     PatientSummary,
 )
 from regenspine.web.openapi import responses
-from regenspine.web.security import ApiActor, Db
+from regenspine.web.security import ApiActor, Db, requires
 
-router = APIRouter(prefix="/patients", tags=["patients"])
+router = APIRouter(
+    prefix="/patients", tags=["patients"], dependencies=[requires(Permission.PATIENT_READ)]
+)
 REFUSALS = responses(401, 403)
 NOT_FOUND = responses(404)
 INVALID = responses(422)
