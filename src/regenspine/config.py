@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
 
+    max_treatment_cycles: int = Field(default=3, ge=1, le=10)
+
     mfa_required_roles: tuple[str, ...] = ("admin", "doctor", "medical_director")
 
     @property

@@ -3,6 +3,8 @@
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
 from regenspine.db import Base
+from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
+from regenspine.episodes.models import Consent, Consultation, Episode, EpisodeEvent
 from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
 from regenspine.sequences import Counter
 
@@ -11,6 +13,12 @@ __all__ = [
     "AuditRecord",
     "Base",
     "CareTeamMember",
+    "Consent",
+    "Consultation",
+    "EligibilityDecision",
+    "Episode",
+    "EpisodeEvent",
+    "RedFlagScreening",
     "Counter",
     "Patient",
     "PatientAmendment",

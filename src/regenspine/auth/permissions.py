@@ -39,6 +39,12 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     AUDIT_EXPORT = "audit:export"
     USER_MANAGE = "user:manage"
+    EPISODE_READ = "episode:read"
+    EPISODE_OPEN = "episode:open"
+    EPISODE_ADVANCE = "episode:advance"  # which steps a role may take: episodes/states.py
+    CONSULTATION_RECORD = "consultation:record"
+    ELIGIBILITY_OVERRIDE = "eligibility:override"
+    CONSENT_RECORD = "consent:record"
 
 
 _CLINICAL_WRITE = {
@@ -46,19 +52,41 @@ _CLINICAL_WRITE = {
     Permission.PATIENT_CREATE,
     Permission.PATIENT_AMEND,
     Permission.CATALOG_READ,
+    Permission.EPISODE_READ,
+}
+_PATHWAY_FRONT_DESK = {
+    Permission.EPISODE_OPEN,
+    Permission.EPISODE_ADVANCE,
+    Permission.CONSENT_RECORD,
+}
+_PATHWAY_CLINICIAN = _PATHWAY_FRONT_DESK | {
+    Permission.CONSULTATION_RECORD,
+    Permission.ELIGIBILITY_OVERRIDE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # Administrators run accounts and watch security events; they do not read clinical records.
     Role.ADMIN: frozenset({Permission.USER_MANAGE, Permission.AUDIT_READ, Permission.CATALOG_READ}),
-    Role.COORDINATOR: frozenset(_CLINICAL_WRITE | {Permission.CARE_TEAM_MANAGE}),
-    Role.DOCTOR: frozenset(_CLINICAL_WRITE | {Permission.CARE_TEAM_MANAGE}),
+    Role.COORDINATOR: frozenset(
+        _CLINICAL_WRITE | _PATHWAY_FRONT_DESK | {Permission.CARE_TEAM_MANAGE}
+    ),
+    Role.DOCTOR: frozenset(_CLINICAL_WRITE | _PATHWAY_CLINICIAN | {Permission.CARE_TEAM_MANAGE}),
     Role.NURSE: frozenset(_CLINICAL_WRITE),
-    Role.LAB_TECHNICIAN: frozenset({Permission.PATIENT_READ, Permission.CATALOG_READ}),
+    Role.LAB_TECHNICIAN: frozenset(
+        {
+            Permission.PATIENT_READ,
+            Permission.CATALOG_READ,
+            Permission.EPISODE_READ,
+            Permission.EPISODE_ADVANCE,
+        }
+    ),
     # Record-level rule: a physiotherapist reads only patients on whose care team they are.
-    Role.PHYSIOTHERAPIST: frozenset({Permission.PATIENT_READ, Permission.CATALOG_READ}),
+    Role.PHYSIOTHERAPIST: frozenset(
+        {Permission.PATIENT_READ, Permission.CATALOG_READ, Permission.EPISODE_READ}
+    ),
     Role.MEDICAL_DIRECTOR: frozenset(
         _CLINICAL_WRITE
+        | _PATHWAY_CLINICIAN
         | {Permission.CARE_TEAM_MANAGE, Permission.AUDIT_READ, Permission.AUDIT_EXPORT}
     ),
     Role.AUDITOR: frozenset(
@@ -67,6 +95,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CATALOG_READ,
             Permission.AUDIT_READ,
             Permission.AUDIT_EXPORT,
+            Permission.EPISODE_READ,
         }
     ),
 }

@@ -63,9 +63,17 @@ def test_clinical_staff_can_register_and_correct_patients():
         assert staff(role).can(Permission.PATIENT_AMEND), role
 
 
-def test_lab_technicians_and_physiotherapists_only_read():
+def test_lab_technicians_and_physiotherapists_change_no_patient_record():
+    writes = {Permission.PATIENT_CREATE, Permission.PATIENT_AMEND, Permission.CONSENT_RECORD,
+              Permission.CONSULTATION_RECORD, Permission.ELIGIBILITY_OVERRIDE,
+              Permission.EPISODE_OPEN, Permission.USER_MANAGE}
     for role in (Role.LAB_TECHNICIAN, Role.PHYSIOTHERAPIST):
-        assert staff(role).permissions == {Permission.PATIENT_READ, Permission.CATALOG_READ}
+        assert not staff(role).permissions & writes
+    assert staff(Role.PHYSIOTHERAPIST).permissions == {
+        Permission.PATIENT_READ, Permission.CATALOG_READ, Permission.EPISODE_READ
+    }
+    # The lab advances episodes, but only through the lab's steps (episodes/states.py).
+    assert Permission.EPISODE_ADVANCE in staff(Role.LAB_TECHNICIAN).permissions
 
 
 def test_physiotherapists_see_only_patients_on_their_care_team():

@@ -1,0 +1,1 @@
+"""Treatment episodes: one per patient condition, moving through the pathway's states in order."""

@@ -1,0 +1,100 @@
+"""JSON API for treatment episodes: open, read with timeline, take a step, work list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from regenspine.auth.permissions import Permission
+from regenspine.episodes import service
+from regenspine.episodes.schemas import (
+    EpisodeCreate,
+    EpisodeDetail,
+    EpisodeEventPublic,
+    EpisodePublic,
+    StepRequest,
+    WorkItemPublic,
+)
+from regenspine.web.openapi import responses
+from regenspine.web.security import ApiActor, Db, requires
+
+router = APIRouter(tags=["episodes"], dependencies=[requires(Permission.EPISODE_READ)])
+REFUSALS = responses(401, 403)
+
+
+def detail(db: Db, episode: service.Episode) -> EpisodeDetail:
+    events = [EpisodeEventPublic.model_validate(e) for e in service.timeline(db, episode)]
+    return EpisodeDetail.model_validate(
+        EpisodePublic.model_validate(episode).model_dump() | {"events": events}
+    )
+
+
+@router.post(
+    "/patients/{patient_id}/episodes",
+    response_model=EpisodeDetail,
+    status_code=201,
+    responses=REFUSALS | responses(404, 409, 422),
+)
+def open_episode(patient_id: int, body: EpisodeCreate, db: Db, actor: ApiActor) -> EpisodeDetail:
+    episode = service.open_episode(db, actor, patient_id, body.condition_code, body.region)
+    return detail(db, episode)
+
+
+@router.get(
+    "/patients/{patient_id}/episodes",
+    response_model=list[EpisodePublic],
+    responses=REFUSALS | responses(404),
+)
+def patient_episodes(patient_id: int, db: Db, actor: ApiActor) -> list[EpisodePublic]:
+    service.patients.get_patient(db, actor, patient_id, purpose="read_episodes")
+    return [
+        EpisodePublic.model_validate(e) for e in service.episodes_of_patient(db, actor, patient_id)
+    ]
+
+
+@router.get(
+    "/episodes/{episode_id}", response_model=EpisodeDetail, responses=REFUSALS | responses(404)
+)
+def read_episode(episode_id: int, db: Db, actor: ApiActor) -> EpisodeDetail:
+    episode = service.get_episode(db, actor, episode_id)
+    service.audit.record(
+        db,
+        actor,
+        "episode.read",
+        entity_type="episode",
+        entity_id=episode.id,
+        patient_id=episode.patient_id,
+    )
+    return detail(db, episode)
+
+
+@router.post(
+    "/episodes/{episode_id}/steps",
+    response_model=EpisodeDetail,
+    status_code=201,
+    responses=REFUSALS | responses(404, 409, 422),
+)
+def take_step(episode_id: int, body: StepRequest, db: Db, actor: ApiActor) -> EpisodeDetail:
+    service.advance(
+        db,
+        actor,
+        episode_id,
+        body.step,
+        body.target,
+        reason=body.reason,
+        expected_state=body.expected_state,
+    )
+    return detail(db, service.get_episode(db, actor, episode_id))
+
+
+@router.get("/worklist", response_model=list[WorkItemPublic], responses=REFUSALS)
+def work_list(db: Db, actor: ApiActor) -> list[WorkItemPublic]:
+    return [
+        WorkItemPublic(
+            episode=EpisodePublic.model_validate(w.episode),
+            patient_name=w.patient_name,
+            mrn=w.mrn,
+            why=w.why,
+            urgent=w.urgent,
+        )
+        for w in service.work_list(db, actor)
+    ]

@@ -1,0 +1,183 @@
+"""Episode pages: the panel on the patient chart, the episode page with its timeline, work lists."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from regenspine.auth.permissions import Permission, Role
+from regenspine.catalog.conditions import get_catalogue
+from regenspine.episodes import service
+from regenspine.episodes.states import STATE_LABELS, EpisodeState, Step, allowed_steps
+from regenspine.errors import N_, DomainError, InvalidInput, Message
+from regenspine.web.boundary import refusable
+from regenspine.web.security import Db, PageActor, page_requires
+from regenspine.web.templating import render, translate
+
+router = APIRouter(dependencies=[page_requires(Permission.EPISODE_READ)])
+FormStr = Annotated[str, Form()]
+
+STEP_LABELS: dict[Step, str] = {
+    Step.ASSESS: N_("Mark as assessed"),
+    Step.EVALUATE: N_("Apply eligibility decision"),
+    Step.FLAG_RED: N_("Urgent referral"),
+    Step.CLEAR_RED_FLAG: N_("Clear red flag after reassessment"),
+    Step.OVERRIDE: N_("Override eligibility"),
+    Step.CONSENT: N_("Confirm consent"),
+    Step.WITHDRAW_CONSENT: N_("Consent withdrawn"),
+    Step.SCHEDULE: N_("Schedule procedure day"),
+    Step.HARVEST: N_("Marrow harvested"),
+    Step.PROCESS: N_("Processing finished"),
+    Step.RELEASE: N_("Release product"),
+    Step.REJECT: N_("Reject product"),
+    Step.ADMINISTER: N_("Injection given"),
+    Step.START_FOLLOW_UP: N_("Start follow-up"),
+    Step.NEW_CYCLE: N_("Start another cycle"),
+    Step.CLOSE: N_("Close episode"),
+    Step.CANCEL: N_("Cancel episode"),
+}
+# Steps that other screens take with their own forms (consultation, eligibility, consent,
+# procedure day); the episode page offers only the plain ones.
+PLAIN_STEPS = frozenset(
+    {Step.SCHEDULE, Step.START_FOLLOW_UP, Step.NEW_CYCLE, Step.CLOSE, Step.CANCEL, Step.CONSENT}
+)
+
+
+def _conditions(language: str) -> list[tuple[str, str, list[str]]]:
+    return [
+        (c.code, c.label(language), [str(r) for r in c.regions]) for c in get_catalogue().conditions
+    ]
+
+
+@router.get("/patients/{patient_id}/episodes/panel", response_class=HTMLResponse)
+def panel(request: Request, db: Db, actor: PageActor, patient_id: int) -> Response:
+    episodes = service.episodes_of_patient(db, actor, patient_id)
+    return render(
+        request,
+        "episodes/_partials/panel.html",
+        {
+            "patient_id": patient_id,
+            "episodes": episodes,
+            "state_labels": STATE_LABELS,
+            "conditions": _conditions(actor.language),
+            "catalogue": get_catalogue(),
+        },
+    )
+
+
+@router.post("/patients/{patient_id}/episodes", response_class=HTMLResponse)
+def open_episode(
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    patient_id: int,
+    condition_code: FormStr = "",
+    region: FormStr = "",
+) -> Response:
+    try:
+        with refusable(db, actor):
+            episode = service.open_episode(db, actor, patient_id, condition_code, region)
+    except DomainError as exc:
+        message = (
+            next(iter(exc.field_errors.values())) if isinstance(exc, InvalidInput) else exc.message
+        )
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status, "message": translate(request, message)},
+            status=exc.status,
+        )
+    return RedirectResponse(f"/episodes/{episode.id}", status_code=303)
+
+
+def _episode_page(
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    episode_id: int,
+    error: object = None,
+    status: int = 200,
+) -> Response:
+    episode = service.get_episode(db, actor, episode_id)
+    patient = db.get(service.patients.Patient, episode.patient_id)
+    service.audit.record(
+        db,
+        actor,
+        "episode.read",
+        entity_type="episode",
+        entity_id=episode.id,
+        patient_id=episode.patient_id,
+    )
+    role = Role(actor.role) if actor.role else None
+    steps = [
+        t
+        for t in allowed_steps(EpisodeState(episode.state))
+        if t.step in PLAIN_STEPS and role in t.roles
+    ]
+    return render(
+        request,
+        "episodes/episode.html",
+        {
+            "episode": episode,
+            "patient": patient,
+            "events": service.timeline(db, episode),
+            "state_labels": STATE_LABELS,
+            "step_labels": STEP_LABELS,
+            "steps": steps,
+            "condition": get_catalogue().get(episode.condition_code),
+            "decision": service.latest_decision(db, episode),
+            "consent": service.current_consent(db, episode),
+            "red_flags": service.open_red_flags(db, episode),
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@router.get("/episodes/{episode_id}", response_class=HTMLResponse)
+def episode_page(request: Request, db: Db, actor: PageActor, episode_id: int) -> Response:
+    return _episode_page(request, db, actor, episode_id)
+
+
+@router.post("/episodes/{episode_id}/steps", response_class=HTMLResponse)
+def take_step(
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    episode_id: int,
+    step: FormStr = "",
+    target: FormStr = "",
+    reason: FormStr = "",
+    expected_state: FormStr = "",
+) -> Response:
+    try:
+        with refusable(db, actor):
+            service.advance(
+                db,
+                actor,
+                episode_id,
+                Step(step),
+                EpisodeState(target),
+                reason=reason,
+                expected_state=EpisodeState(expected_state) if expected_state else None,
+            )
+    except ValueError:
+        return _episode_page(
+            request,
+            db,
+            actor,
+            episode_id,
+            status=422,
+            error=Message(N_("Choose one of the offered steps.")),
+        )
+    except DomainError as exc:
+        return _episode_page(request, db, actor, episode_id, error=exc.message, status=exc.status)
+    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+
+
+@router.get("/worklist", response_class=HTMLResponse)
+def work_list(request: Request, db: Db, actor: PageActor) -> Response:
+    items = service.work_list(db, actor)
+    return render(request, "episodes/worklist.html", {"items": items, "state_labels": STATE_LABELS})

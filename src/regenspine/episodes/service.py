@@ -1,0 +1,385 @@
+"""Opening episodes and moving them along the pathway; every move is checked and recorded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from regenspine.audit import service as audit
+from regenspine.auth.actor import Actor
+from regenspine.auth.models import User
+from regenspine.auth.permissions import Permission, Role
+from regenspine.catalog.conditions import get_catalogue
+from regenspine.config import get_settings
+from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
+from regenspine.episodes.models import Consent, Episode, EpisodeEvent
+from regenspine.episodes.states import (
+    NEEDS_VALID_CONSENT,
+    OPEN_STATES,
+    STATE_LABELS,
+    EpisodeState,
+    Step,
+    find_transition,
+)
+from regenspine.errors import (
+    N_,
+    Conflict,
+    DomainError,
+    InvalidInput,
+    Message,
+    NotFound,
+    PermissionDenied,
+    RefusalRecord,
+)
+from regenspine.patients import service as patients
+
+REASON_REQUIRED = frozenset({Step.CANCEL, Step.CLOSE, Step.CLEAR_RED_FLAG, Step.WITHDRAW_CONSENT})
+MIN_REASON = 5
+
+
+class StepNotAllowed(Conflict):
+    """The pathway does not allow this step now; the message says what is missing."""
+
+
+def _name(session: Session, actor: Actor) -> str:
+    user = session.get(User, actor.user_id) if actor.user_id else None
+    return user.full_name if user else actor.username
+
+
+def open_episode(
+    session: Session, actor: Actor, patient_id: int, condition_code: str, region: str
+) -> Episode:
+    actor.require(Permission.EPISODE_OPEN)
+    patient = patients.get_patient(session, actor, patient_id, purpose="open_episode")
+    errors: dict[str, Message] = {}
+    try:
+        condition = get_catalogue().get(condition_code)
+    except KeyError:
+        errors["condition_code"] = Message(N_("Choose a condition from the catalogue."))
+        raise InvalidInput(errors) from None
+    regions = [str(r) for r in condition.regions]
+    if region not in regions:
+        errors["region"] = Message(
+            N_("This condition is treated in these regions only: %(regions)s."),
+            regions=", ".join(regions),
+        )
+        raise InvalidInput(errors)
+    existing = session.scalar(
+        select(Episode.id).where(
+            Episode.patient_id == patient.id,
+            Episode.condition_code == condition_code,
+            Episode.state.in_([s.value for s in OPEN_STATES]),
+        )
+    )
+    if existing is not None:
+        raise Conflict(
+            Message(
+                N_("This patient already has an open episode for this condition (#%(id)s)."),
+                id=existing,
+            )
+        )
+    episode = Episode(
+        patient_id=patient.id,
+        condition_code=condition_code,
+        region=region,
+        state=EpisodeState.REFERRED.value,
+        cycle=1,
+        max_cycles=get_settings().max_treatment_cycles,
+        opened_by=actor.user_id,
+        version=1,
+    )
+    session.add(episode)
+    session.flush()
+    session.add(
+        EpisodeEvent(
+            episode_id=episode.id,
+            step="open",
+            from_state=None,
+            to_state=episode.state,
+            cycle=1,
+            actor_user_id=actor.user_id,
+            actor_name=_name(session, actor),
+            reason=None,
+        )
+    )
+    audit.record(
+        session,
+        actor,
+        "episode.open",
+        entity_type="episode",
+        entity_id=episode.id,
+        patient_id=patient.id,
+        detail={"condition": condition_code, "region": region},
+    )
+    return episode
+
+
+def get_episode(session: Session, actor: Actor, episode_id: int, *, lock: bool = False) -> Episode:
+    actor.require(Permission.EPISODE_READ)
+    episode = session.get(Episode, episode_id, with_for_update=lock, populate_existing=lock)
+    if episode is None:
+        raise NotFound(Message(N_("There is no treatment episode with this number.")))
+    patient = session.get(patients.Patient, episode.patient_id)
+    assert patient is not None
+    patients.ensure_patient_access(session, actor, patient)
+    return episode
+
+
+def current_consent(session: Session, episode: Episode) -> Consent | None:
+    return session.scalar(
+        select(Consent)
+        .where(Consent.episode_id == episode.id, Consent.cycle == episode.cycle)
+        .order_by(Consent.id.desc())
+        .limit(1)
+    )
+
+
+def latest_decision(session: Session, episode: Episode) -> EligibilityDecision | None:
+    return session.scalar(
+        select(EligibilityDecision)
+        .where(EligibilityDecision.episode_id == episode.id)
+        .order_by(EligibilityDecision.id.desc())
+        .limit(1)
+    )
+
+
+def open_red_flags(session: Session, episode: Episode) -> RedFlagScreening | None:
+    return session.scalar(
+        select(RedFlagScreening)
+        .where(
+            RedFlagScreening.episode_id == episode.id,
+            RedFlagScreening.any_positive.is_(True),
+            RedFlagScreening.cleared_at.is_(None),
+        )
+        .order_by(RedFlagScreening.id.desc())
+        .limit(1)
+    )
+
+
+def _missing(why: str, **params: object) -> StepNotAllowed:
+    return StepNotAllowed(Message(why, **params))
+
+
+def _check_preconditions(session: Session, episode: Episode, step: Step) -> None:
+    """What must be true before a step, beyond the table; each refusal says what is missing."""
+    if step in NEEDS_VALID_CONSENT or step == Step.CONSENT:
+        if open_red_flags(session, episode) is not None:
+            raise _missing(
+                N_("A red flag is open: this patient needs urgent referral, not this therapy.")
+            )
+        decision = latest_decision(session, episode)
+        if decision is None or not decision.effective_eligible:
+            raise _missing(N_("There is no eligible (or overridden) eligibility decision."))
+    if step in NEEDS_VALID_CONSENT:
+        consent = current_consent(session, episode)
+        if consent is None:
+            raise _missing(
+                N_("There is no signed consent for cycle %(cycle)s."), cycle=episode.cycle
+            )
+        if consent.withdrawn_at is not None:
+            raise _missing(
+                N_(
+                    "The patient withdrew consent; nothing more may be done in this "
+                    "cycle without a new consent."
+                )
+            )
+    if step == Step.CONSENT:
+        consent = current_consent(session, episode)
+        if consent is None or consent.withdrawn_at is not None:
+            raise _missing(N_("Record the patient's signed consent first."))
+    if step == Step.NEW_CYCLE and episode.cycle >= episode.max_cycles:
+        raise _missing(
+            N_("This episode has had the maximum of %(max)s treatment cycles."),
+            max=episode.max_cycles,
+        )
+
+
+def advance(
+    session: Session,
+    actor: Actor,
+    episode_id: int,
+    step: Step,
+    target: EpisodeState,
+    *,
+    reason: str | None = None,
+    expected_state: EpisodeState | None = None,
+) -> EpisodeEvent:
+    """Moves an episode one step, under a row lock so two people cannot both move it."""
+    actor.require(Permission.EPISODE_ADVANCE)
+    episode = get_episode(session, actor, episode_id, lock=True)
+    source = EpisodeState(episode.state)
+    if expected_state is not None and expected_state != source:
+        raise Conflict(
+            Message(
+                N_(
+                    'Someone else has just moved this episode to "%(state)s". Reload the page '
+                    "and check before you continue."
+                ),
+                state=Message(STATE_LABELS[source]),
+            )
+        )
+    transition = find_transition(step, source, target)
+    if transition is None:
+        raise StepNotAllowed(
+            Message(
+                N_('The pathway does not allow "%(step)s" from "%(state)s" to "%(target)s".'),
+                step=step.value,
+                state=Message(STATE_LABELS[source]),
+                target=Message(STATE_LABELS[target]),
+            ),
+            refusal=RefusalRecord(
+                action="episode.step_refused",
+                entity_type="episode",
+                entity_id=str(episode.id),
+                patient_id=episode.patient_id,
+                detail={"step": step.value, "from": source.value, "to": target.value},
+            ),
+        )
+    if not actor.is_system and (actor.role is None or Role(actor.role) not in transition.roles):
+        raise PermissionDenied(
+            Message(N_('Your role cannot take the step "%(step)s".'), step=step.value),
+            refusal=RefusalRecord(
+                action="episode.step_refused",
+                entity_type="episode",
+                entity_id=str(episode.id),
+                patient_id=episode.patient_id,
+                detail={"step": step.value, "reason": "role"},
+            ),
+        )
+    cleaned_reason = (reason or "").strip() or None
+    if step in REASON_REQUIRED and (cleaned_reason is None or len(cleaned_reason) < MIN_REASON):
+        raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})
+    try:
+        _check_preconditions(session, episode, step)
+    except StepNotAllowed as exc:
+        exc.refusal = RefusalRecord(
+            action="episode.step_refused",
+            entity_type="episode",
+            entity_id=str(episode.id),
+            patient_id=episode.patient_id,
+            detail={"step": step.value, "missing": exc.message.msgid},
+        )
+        raise
+    if step == Step.NEW_CYCLE:
+        episode.cycle += 1
+    episode.state = target.value
+    episode.version += 1
+    event = EpisodeEvent(
+        episode_id=episode.id,
+        step=step.value,
+        from_state=source.value,
+        to_state=target.value,
+        cycle=episode.cycle,
+        actor_user_id=actor.user_id,
+        actor_name=_name(session, actor),
+        reason=cleaned_reason,
+    )
+    session.add(event)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        f"episode.{step.value}",
+        entity_type="episode",
+        entity_id=episode.id,
+        patient_id=episode.patient_id,
+        detail={"from": source.value, "to": target.value, "cycle": episode.cycle},
+    )
+    return event
+
+
+def timeline(session: Session, episode: Episode) -> list[EpisodeEvent]:
+    return list(
+        session.scalars(
+            select(EpisodeEvent)
+            .where(EpisodeEvent.episode_id == episode.id)
+            .order_by(EpisodeEvent.id)
+        )
+    )
+
+
+def episodes_of_patient(session: Session, actor: Actor, patient_id: int) -> list[Episode]:
+    actor.require(Permission.EPISODE_READ)
+    return list(
+        session.scalars(
+            select(Episode).where(Episode.patient_id == patient_id).order_by(Episode.id.desc())
+        )
+    )
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    episode: Episode
+    patient_name: str
+    mrn: str
+    why: str  # msgid
+    urgent: bool
+
+
+WORK_BY_ROLE: dict[Role, dict[EpisodeState, str]] = {
+    Role.DOCTOR: {
+        EpisodeState.URGENT_REFERRAL: N_("Urgent referral: red flag found"),
+        EpisodeState.REFERRED: N_("To assess"),
+        EpisodeState.ASSESSED: N_("Eligibility needs your review"),
+        EpisodeState.NOT_ELIGIBLE: N_("Not eligible: confirm or override"),
+    },
+    Role.MEDICAL_DIRECTOR: {
+        EpisodeState.URGENT_REFERRAL: N_("Urgent referral: red flag found"),
+        EpisodeState.ASSESSED: N_("Eligibility needs your review"),
+    },
+    Role.COORDINATOR: {
+        EpisodeState.ELIGIBLE: N_("To consent"),
+        EpisodeState.CONSENTED: N_("To schedule"),
+        EpisodeState.ADMINISTERED: N_("To start follow-up"),
+    },
+    Role.LAB_TECHNICIAN: {
+        EpisodeState.HARVESTED: N_("To process"),
+        EpisodeState.PROCESSED: N_("To release or reject"),
+    },
+}
+
+
+def work_list(session: Session, actor: Actor, limit: int = 200) -> list[WorkItem]:
+    """Episodes waiting for the actor's role; urgent referrals first."""
+    actor.require(Permission.EPISODE_READ)
+    wanted = WORK_BY_ROLE.get(Role(actor.role), {}) if actor.role else {}
+    if not wanted:
+        return []
+    rows = session.execute(
+        select(Episode, patients.Patient)
+        .join(patients.Patient, patients.Patient.id == Episode.patient_id)
+        .where(Episode.state.in_([s.value for s in wanted]))
+        .order_by(Episode.opened_at)
+        .limit(limit)
+    ).all()
+    items = [
+        WorkItem(
+            e,
+            p.display_name,
+            p.mrn,
+            wanted[EpisodeState(e.state)],
+            e.state == EpisodeState.URGENT_REFERRAL.value,
+        )
+        for e, p in rows
+    ]
+    items.sort(key=lambda w: not w.urgent)
+    if items:
+        audit.record(
+            session, actor, "episode.work_list", entity_type="episode", detail={"items": len(items)}
+        )
+    return items
+
+
+def ensure_state(episode: Episode, *allowed: EpisodeState) -> None:
+    if EpisodeState(episode.state) not in allowed:
+        raise StepNotAllowed(
+            Message(
+                N_('This cannot be done while the episode is "%(state)s".'),
+                state=Message(STATE_LABELS[EpisodeState(episode.state)]),
+            )
+        )
+
+
+__all__ = ["DomainError", "StepNotAllowed", "advance", "open_episode", "work_list"]
