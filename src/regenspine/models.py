@@ -2,9 +2,10 @@
 
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
+from regenspine.consultations.models import Consultation
 from regenspine.db import Base
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
-from regenspine.episodes.models import Consent, Consultation, Episode, EpisodeEvent
+from regenspine.episodes.models import Consent, Episode, EpisodeEvent
 from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
 from regenspine.sequences import Counter
 

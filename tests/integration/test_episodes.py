@@ -97,39 +97,29 @@ def test_cancelling_needs_a_reason_and_is_recorded_with_it(factory, staff, episo
     assert audited == 1
 
 
-def test_consent_step_without_an_eligible_decision_is_refused_saying_what_is_missing(
+def test_eligibility_cannot_be_set_by_hand_without_the_engine_or_a_justified_override(
     factory, staff, episode_id
 ):
-    with unit_of_work(factory) as s:
-        service.advance(s, staff.actor(Role.DOCTOR), episode_id, Step.ASSESS, S.ASSESSED)
-        service.advance(
-            s, staff.actor(Role.DOCTOR), episode_id, Step.OVERRIDE, S.ELIGIBLE, reason="x" * 40
-        )
     with pytest.raises(service.StepNotAllowed) as err, unit_of_work(factory) as s:
-        service.advance(s, staff.actor(Role.COORDINATOR), episode_id, Step.CONSENT, S.CONSENTED)
-    assert "eligibility decision" in str(err.value)
-    assert _state(factory, episode_id) == "eligible"
+        service.advance(s, staff.actor(Role.DOCTOR), episode_id, Step.ASSESS, S.ASSESSED)
+    assert "consultation" in str(err.value)
+    with factory() as s:
+        s.get(Episode, episode_id).state = "assessed"  # as if assessed, to try the next steps
+        s.commit()
+    for step, target in ((Step.OVERRIDE, S.ELIGIBLE), (Step.EVALUATE, S.ELIGIBLE)):
+        with pytest.raises(service.StepNotAllowed), unit_of_work(factory) as s:
+            service.advance(s, staff.actor(Role.DOCTOR), episode_id, step, target,
+                            reason="x" * 40)
+    assert _state(factory, episode_id) == "assessed"
 
 
 def test_a_step_taken_on_a_stale_view_is_a_conflict(factory, staff, episode_id):
     with unit_of_work(factory) as s:
-        service.advance(
-            s,
-            staff.actor(Role.DOCTOR),
-            episode_id,
-            Step.ASSESS,
-            S.ASSESSED,
-            expected_state=S.REFERRED,
-        )
+        service.advance(s, staff.actor(Role.COORDINATOR), episode_id, Step.CANCEL,
+                        S.CANCELLED, reason="Duplicate referral", expected_state=S.REFERRED)
     with pytest.raises(Conflict) as err, unit_of_work(factory) as s:
-        service.advance(
-            s,
-            staff.actor(Role.MEDICAL_DIRECTOR),
-            episode_id,
-            Step.ASSESS,
-            S.ASSESSED,
-            expected_state=S.REFERRED,
-        )
+        service.advance(s, staff.actor(Role.MEDICAL_DIRECTOR), episode_id, Step.CANCEL,
+                        S.CANCELLED, reason="Patient declined", expected_state=S.REFERRED)
     assert "Someone else" in str(err.value)
 
 
@@ -141,20 +131,14 @@ def test_two_people_moving_one_episode_at_once_exactly_one_wins(factory, staff, 
         barrier.wait()
         try:
             with unit_of_work(factory) as s:
-                service.advance(
-                    s,
-                    staff.actor(role),
-                    episode_id,
-                    Step.ASSESS,
-                    S.ASSESSED,
-                    expected_state=S.REFERRED,
-                )
+                service.advance(s, staff.actor(role), episode_id, Step.CANCEL, S.CANCELLED,
+                                reason=f"Cancelled by {role.value}", expected_state=S.REFERRED)
             outcomes.append("won")
         except Conflict:
             outcomes.append("conflict")
 
     threads = [
-        threading.Thread(target=move, args=(r,)) for r in (Role.DOCTOR, Role.MEDICAL_DIRECTOR)
+        threading.Thread(target=move, args=(r,)) for r in (Role.COORDINATOR, Role.MEDICAL_DIRECTOR)
     ]
     for t in threads:
         t.start()
@@ -162,5 +146,5 @@ def test_two_people_moving_one_episode_at_once_exactly_one_wins(factory, staff, 
         t.join()
     assert sorted(outcomes) == ["conflict", "won"]
     with factory() as s:
-        moves = s.scalars(select(EpisodeEvent).where(EpisodeEvent.step == "assess")).all()
+        moves = s.scalars(select(EpisodeEvent).where(EpisodeEvent.step == "cancel")).all()
     assert len(moves) == 1

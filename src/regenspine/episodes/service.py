@@ -13,9 +13,11 @@ from regenspine.auth.models import User
 from regenspine.auth.permissions import Permission, Role
 from regenspine.catalog.conditions import get_catalogue
 from regenspine.config import get_settings
+from regenspine.consultations.models import Consultation
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
 from regenspine.episodes.models import Consent, Episode, EpisodeEvent
 from regenspine.episodes.states import (
+    DECISION_TARGET,
     NEEDS_VALID_CONSENT,
     OPEN_STATES,
     STATE_LABELS,
@@ -162,14 +164,36 @@ def _missing(why: str, **params: object) -> StepNotAllowed:
     return StepNotAllowed(Message(why, **params))
 
 
-def _check_preconditions(session: Session, episode: Episode, step: Step) -> None:
+def _check_preconditions(
+    session: Session, episode: Episode, step: Step, target: EpisodeState
+) -> None:
     """What must be true before a step, beyond the table; each refusal says what is missing."""
+    decision = latest_decision(session, episode)
+    if step == Step.ASSESS:
+        has_consultation = session.scalar(
+            select(Consultation.id).where(Consultation.episode_id == episode.id).limit(1)
+        )
+        has_screening = session.scalar(
+            select(RedFlagScreening.id).where(RedFlagScreening.episode_id == episode.id).limit(1)
+        )
+        if has_consultation is None or has_screening is None:
+            raise _missing(N_("Record the consultation and the red-flag screening first."))
+    if step == Step.EVALUATE and (decision is None or DECISION_TARGET[decision.decision] != target):
+        raise _missing(N_("Only the eligibility engine's decision can set eligibility."))
+    if step == Step.OVERRIDE and (
+        decision is None or decision.overridden_at is None or decision.red_flag
+    ):
+        raise _missing(N_("An override needs the doctor's written justification on the "
+                          "decision."))
+    if step == Step.FLAG_RED and open_red_flags(session, episode) is None:
+        raise _missing(N_("Record the red-flag screening that found the red flag."))
+    if step == Step.CLEAR_RED_FLAG and open_red_flags(session, episode) is not None:
+        raise _missing(N_("Document the reassessment that clears the red flag."))
     if step in NEEDS_VALID_CONSENT or step == Step.CONSENT:
         if open_red_flags(session, episode) is not None:
             raise _missing(
                 N_("A red flag is open: this patient needs urgent referral, not this therapy.")
             )
-        decision = latest_decision(session, episode)
         if decision is None or not decision.effective_eligible:
             raise _missing(N_("There is no eligible (or overridden) eligibility decision."))
     if step in NEEDS_VALID_CONSENT:
@@ -252,7 +276,7 @@ def advance(
     if step in REASON_REQUIRED and (cleaned_reason is None or len(cleaned_reason) < MIN_REASON):
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})
     try:
-        _check_preconditions(session, episode, step)
+        _check_preconditions(session, episode, step, target)
     except StepNotAllowed as exc:
         exc.refusal = RefusalRecord(
             action="episode.step_refused",

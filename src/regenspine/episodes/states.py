@@ -139,6 +139,14 @@ NEEDS_VALID_CONSENT = frozenset(
 )
 
 
+# The state each engine decision leads to ("needs review" keeps the episode assessed).
+DECISION_TARGET: dict[str, EpisodeState] = {
+    "eligible": EpisodeState.ELIGIBLE,
+    "not_eligible": EpisodeState.NOT_ELIGIBLE,
+    "needs_review": EpisodeState.ASSESSED,
+}
+
+
 def find_transition(step: Step, source: EpisodeState, target: EpisodeState) -> Transition | None:
     return _INDEX.get((step, source, target))
 

@@ -1,0 +1,1 @@
+"""Consultations: what the doctor found, kept in versions so every change stays visible."""
