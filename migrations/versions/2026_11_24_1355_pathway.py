@@ -2,7 +2,7 @@
 
 Revision ID: 0002_pathway
 Revises: 0001_foundation
-Create Date: 2026-11-24 13:55:10.051293
+Create Date: 2026-11-24 14:01:56.840918
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def upgrade() -> None:
     sa.Column('signed_at', regenspine.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('scan_content_type', sa.String(length=40), nullable=True),
     sa.Column('scan_sha256', sa.String(length=64), nullable=True),
+    sa.Column('scan_data', sa.LargeBinary(), nullable=True),
     sa.Column('withdrawn_at', regenspine.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('withdrawn_reason', sa.Text(), nullable=True),
     sa.Column('withdrawn_recorded_by', sa.Integer(), nullable=True),

@@ -47,14 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from regenspine.auth import api as auth_api
     from regenspine.auth import pages as auth_pages
     from regenspine.catalog import api as catalog_api
+    from regenspine.eligibility import api as eligibility_api
+    from regenspine.eligibility import pages as eligibility_pages
     from regenspine.episodes import api as episodes_api
     from regenspine.episodes import pages as episodes_pages
     from regenspine.patients import api as patients_api
     from regenspine.patients import pages as patients_pages
 
-    for module in (auth_api, patients_api, episodes_api, audit_api, catalog_api):
+    for module in (auth_api, patients_api, episodes_api, eligibility_api, audit_api, catalog_api):
         app.include_router(module.router, prefix="/api/v1")
-    for module in (auth_pages, patients_pages, episodes_pages, audit_pages):
+    for module in (auth_pages, patients_pages, episodes_pages, eligibility_pages, audit_pages):
         app.include_router(module.router, include_in_schema=False)
 
     @app.get("/healthz", tags=["health"], responses={503: {"description": "Database unreachable"}})

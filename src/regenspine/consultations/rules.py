@@ -64,13 +64,35 @@ class ConsultationData:
 
 
 FIELDS = (
-    "presenting_complaint", "pain_weeks", "physiotherapy_weeks", "prior_treatments",
-    "prior_fusion_levels", "medications", "anticoagulant", "history_cancer", "active_malignancy",
-    "active_infection", "bleeding_disorder", "pregnancy", "immunosuppression", "bmi",
-    "imaging_modality", "imaging_date", "level_findings", "diagnoses", "target_levels",
+    "presenting_complaint",
+    "pain_weeks",
+    "physiotherapy_weeks",
+    "prior_treatments",
+    "prior_fusion_levels",
+    "medications",
+    "anticoagulant",
+    "history_cancer",
+    "active_malignancy",
+    "active_infection",
+    "bleeding_disorder",
+    "pregnancy",
+    "immunosuppression",
+    "bmi",
+    "imaging_modality",
+    "imaging_date",
+    "level_findings",
+    "diagnoses",
+    "target_levels",
 )
-BOOLEANS = ("anticoagulant", "history_cancer", "active_malignancy", "active_infection",
-            "bleeding_disorder", "pregnancy", "immunosuppression")
+BOOLEANS = (
+    "anticoagulant",
+    "history_cancer",
+    "active_malignancy",
+    "active_infection",
+    "bleeding_disorder",
+    "pregnancy",
+    "immunosuppression",
+)
 
 
 def _int(raw: Any, key: str, lo: int, hi: int, errors: dict[str, Message]) -> int | None:
@@ -110,8 +132,9 @@ def _text(raw: Any, key: str, errors: dict[str, Message], required: bool = False
     return value or None
 
 
-def _levels(raw: Any, key: str, allowed: Sequence[str], errors: dict[str, Message],
-            region_name: str) -> tuple[str, ...]:
+def _levels(
+    raw: Any, key: str, allowed: Sequence[str], errors: dict[str, Message], region_name: str
+) -> tuple[str, ...]:
     if raw in (None, ""):
         return ()
     items = raw if isinstance(raw, list | tuple) else str(raw).replace(";", ",").split(",")
@@ -120,7 +143,10 @@ def _levels(raw: Any, key: str, allowed: Sequence[str], errors: dict[str, Messag
     if wrong:
         errors[key] = Message(
             N_("%(levels)s is not a %(region)s disc level (allowed: %(first)s to %(last)s)."),
-            levels=", ".join(wrong), region=region_name, first=allowed[0], last=allowed[-1],
+            levels=", ".join(wrong),
+            region=region_name,
+            first=allowed[0],
+            last=allowed[-1],
         )
     return levels
 
@@ -132,8 +158,9 @@ def validate_consultation(
     errors: dict[str, Message] = {}
     unknown = set(raw) - set(FIELDS)
     if unknown:
-        errors["_form"] = Message(N_("Unknown fields were sent: %(fields)s."),
-                                  fields=", ".join(sorted(unknown)))
+        errors["_form"] = Message(
+            N_("Unknown fields were sent: %(fields)s."), fields=", ".join(sorted(unknown))
+        )
     region_levels = levels_for_region(region)
     complaint = _text(raw.get("presenting_complaint"), "presenting_complaint", errors, True)
     flags = {}
@@ -169,7 +196,11 @@ def validate_consultation(
         if level not in region_levels:
             errors[key] = Message(
                 N_("%(levels)s is not a %(region)s disc level (allowed: %(first)s to %(last)s)."),
-                levels=level, region=region, first=region_levels[0], last=region_levels[-1])
+                levels=level,
+                region=region,
+                first=region_levels[0],
+                last=region_levels[-1],
+            )
             continue
         if not isinstance(data, Mapping):
             errors[key] = Message(N_("Imaging findings must be given per level."))
@@ -179,11 +210,13 @@ def validate_consultation(
         modic = str(data.get("modic") or "none")
         stenosis = str(data.get("stenosis") or "none")
         if herniation not in HERNIATION or modic not in MODIC or stenosis not in STENOSIS:
-            errors[key] = Message(N_("Choose the listed values for herniation, Modic change and "
-                                     "stenosis."))
+            errors[key] = Message(
+                N_("Choose the listed values for herniation, Modic change and stenosis.")
+            )
         loss = _float(data.get("disc_height_loss_percent"), key, 0, 100, errors)
-        findings[level] = LevelFinding(pf, herniation, bool(data.get("annular_fissure")),
-                                       modic, stenosis, loss)
+        findings[level] = LevelFinding(
+            pf, herniation, bool(data.get("annular_fissure")), modic, stenosis, loss
+        )
 
     diagnoses: list[Diagnosis] = []
     raw_diagnoses = raw.get("diagnoses") or []
@@ -203,44 +236,51 @@ def validate_consultation(
             continue
         label = condition.name.en
         if region not in [str(r) for r in condition.regions]:
-            errors[key] = Message(N_("%(condition)s is not a %(region)s condition."),
-                                  condition=label, region=region)
+            errors[key] = Message(
+                N_("%(condition)s is not a %(region)s condition."), condition=label, region=region
+            )
             continue
         levels = _levels(item.get("levels"), key, region_levels, errors, region)
         if condition.level_applies and not levels and key not in errors:
             errors[key] = Message(N_("%(condition)s needs the spinal level(s)."), condition=label)
         if not condition.level_applies and levels:
-            errors[key] = Message(N_("%(condition)s is recorded without a spinal level."),
-                                  condition=label)
+            errors[key] = Message(
+                N_("%(condition)s is recorded without a spinal level."), condition=label
+            )
         side = str(item.get("side") or "") or None
         if condition.side_applies and side not in SIDES:
-            errors[key] = Message(N_("%(condition)s needs the side: left, right or bilateral."),
-                                  condition=label)
+            errors[key] = Message(
+                N_("%(condition)s needs the side: left, right or bilateral."), condition=label
+            )
         if not condition.side_applies and side:
-            errors[key] = Message(N_("%(condition)s is recorded without a side."),
-                                  condition=label)
+            errors[key] = Message(N_("%(condition)s is recorded without a side."), condition=label)
         diagnoses.append(Diagnosis(code, levels, side))
-    if not diagnoses and "diagnoses" not in errors and not any(
-        k.startswith("diagnoses.") for k in errors
+    if (
+        not diagnoses
+        and "diagnoses" not in errors
+        and not any(k.startswith("diagnoses.") for k in errors)
     ):
         errors["diagnoses"] = Message(N_("Add at least one diagnosis from the catalogue."))
 
     data = ConsultationData(
         presenting_complaint=complaint or "",
         pain_weeks=_int(raw.get("pain_weeks"), "pain_weeks", 0, 2600, errors),
-        physiotherapy_weeks=_int(raw.get("physiotherapy_weeks"), "physiotherapy_weeks", 0, 2600,
-                                 errors),
+        physiotherapy_weeks=_int(
+            raw.get("physiotherapy_weeks"), "physiotherapy_weeks", 0, 2600, errors
+        ),
         prior_treatments=_text(raw.get("prior_treatments"), "prior_treatments", errors),
-        prior_fusion_levels=_levels(raw.get("prior_fusion_levels"), "prior_fusion_levels",
-                                    all_levels(), errors, "spinal"),
+        prior_fusion_levels=_levels(
+            raw.get("prior_fusion_levels"), "prior_fusion_levels", all_levels(), errors, "spinal"
+        ),
         medications=_text(raw.get("medications"), "medications", errors),
         bmi=_float(raw.get("bmi"), "bmi", 10, 90, errors),
         imaging_modality=modality.lower() if modality else None,
         imaging_date=imaging_date,
         level_findings=findings,
         diagnoses=tuple(diagnoses),
-        target_levels=_levels(raw.get("target_levels"), "target_levels", region_levels, errors,
-                              region),
+        target_levels=_levels(
+            raw.get("target_levels"), "target_levels", region_levels, errors, region
+        ),
         **flags,
     )
     if errors:

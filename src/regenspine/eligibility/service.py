@@ -7,14 +7,6 @@ episode accordingly.
 
 from __future__ import annotations
 
-from regenspine.eligibility.red_flags import IncompleteScreening, screen
-from regenspine.eligibility.rules import (
-    Decision,
-    EligibilityInputs,
-    UnknownRuleSetVersion,
-    evaluate,
-    load_ruleset,
-)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,6 +17,14 @@ from regenspine.consultations.models import Consultation
 from regenspine.consultations.service import latest_consultation, record_consultation
 from regenspine.db import utcnow
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
+from regenspine.eligibility.red_flags import IncompleteScreening, screen
+from regenspine.eligibility.rules import (
+    Decision,
+    EligibilityInputs,
+    UnknownRuleSetVersion,
+    evaluate,
+    load_ruleset,
+)
 from regenspine.episodes import service as episodes
 from regenspine.episodes.models import Episode
 from regenspine.episodes.states import EpisodeState, Step
@@ -41,8 +41,10 @@ EVALUABLE = (EpisodeState.ASSESSED, EpisodeState.ELIGIBLE, EpisodeState.NOT_ELIG
 
 def latest_screening(session: Session, episode_id: int) -> RedFlagScreening | None:
     return session.scalar(
-        select(RedFlagScreening).where(RedFlagScreening.episode_id == episode_id)
-        .order_by(RedFlagScreening.id.desc()).limit(1)
+        select(RedFlagScreening)
+        .where(RedFlagScreening.episode_id == episode_id)
+        .order_by(RedFlagScreening.id.desc())
+        .limit(1)
     )
 
 
@@ -55,23 +57,42 @@ def record_screening(
     try:
         result = screen(answers, episode.region)
     except IncompleteScreening as exc:
-        raise InvalidInput({"answers": Message(str(exc.args[0]) if exc.args else N_(
-            "Answer every red-flag question."))}) from None
+        raise InvalidInput(
+            {
+                "answers": Message(
+                    str(exc.args[0]) if exc.args else N_("Answer every red-flag question.")
+                )
+            }
+        ) from None
     screening = RedFlagScreening(
-        episode_id=episode.id, items_version=result.version, answers=dict(result.answers),
-        positive=[item.id for item in result.positive], any_positive=result.any_positive,
-        recorded_by=actor.user_id, recorded_by_name=actor.full_name or actor.username,
+        episode_id=episode.id,
+        items_version=result.version,
+        answers=dict(result.answers),
+        positive=[item.id for item in result.positive],
+        any_positive=result.any_positive,
+        recorded_by=actor.user_id,
+        recorded_by_name=actor.full_name or actor.username,
     )
     session.add(screening)
     session.flush()
     audit.record(
-        session, actor, "red_flags.screen", entity_type="red_flag_screening",
-        entity_id=screening.id, patient_id=episode.patient_id,
+        session,
+        actor,
+        "red_flags.screen",
+        entity_type="red_flag_screening",
+        entity_id=screening.id,
+        patient_id=episode.patient_id,
         detail={"episode": episode.id, "positive": ",".join(screening.positive)},
     )
     if result.any_positive and episode.state != EpisodeState.URGENT_REFERRAL.value:
-        episodes.advance(session, actor, episode.id, Step.FLAG_RED, EpisodeState.URGENT_REFERRAL,
-                         reason=", ".join(screening.positive))
+        episodes.advance(
+            session,
+            actor,
+            episode.id,
+            Step.FLAG_RED,
+            EpisodeState.URGENT_REFERRAL,
+            reason=", ".join(screening.positive),
+        )
     return screening
 
 
@@ -79,8 +100,11 @@ def _inputs(consultation: Consultation, screening: RedFlagScreening | None) -> E
     targets = tuple(consultation.target_levels or ())
     findings = consultation.level_findings or {}
     at_target = [findings[lv] for lv in targets if lv in findings]
-    losses = [f["disc_height_loss_percent"] for f in at_target
-              if f.get("disc_height_loss_percent") is not None]
+    losses = [
+        f["disc_height_loss_percent"]
+        for f in at_target
+        if f.get("disc_height_loss_percent") is not None
+    ]
     grades = [f["pfirrmann"] for f in at_target if f.get("pfirrmann") is not None]
     modic = [f.get("modic", "none") != "none" for f in at_target]
     conservative = consultation.physiotherapy_weeks
@@ -115,38 +139,67 @@ def evaluate_episode(
     try:
         ruleset = load_ruleset(ruleset_version)
     except UnknownRuleSetVersion:
-        raise InvalidInput({"ruleset_version": Message(
-            N_("There is no eligibility rule set with version %(version)s."),
-            version=ruleset_version)}) from None
+        raise InvalidInput(
+            {
+                "ruleset_version": Message(
+                    N_("There is no eligibility rule set with version %(version)s."),
+                    version=ruleset_version,
+                )
+            }
+        ) from None
     inputs = _inputs(consultation, screening)
     result = evaluate(inputs, ruleset)
     decision = EligibilityDecision(
-        episode_id=episode.id, consultation_id=consultation.id,
-        screening_id=screening.id if screening else None, ruleset_version=result.ruleset_version,
-        inputs=inputs.as_dict(), decision=result.decision.value,
-        fired=[{"rule_id": f.rule_id, "outcome": f.outcome.value, "text_en": f.text_en,
-                "text_pl": f.text_pl, "source": f.source, "levels": list(f.levels)}
-               for f in result.fired],
-        excluded_levels=list(result.excluded_levels), red_flag=inputs.red_flag_positive,
+        episode_id=episode.id,
+        consultation_id=consultation.id,
+        screening_id=screening.id if screening else None,
+        ruleset_version=result.ruleset_version,
+        inputs=inputs.as_dict(),
+        decision=result.decision.value,
+        fired=[
+            {
+                "rule_id": f.rule_id,
+                "outcome": f.outcome.value,
+                "text_en": f.text_en,
+                "text_pl": f.text_pl,
+                "source": f.source,
+                "levels": list(f.levels),
+            }
+            for f in result.fired
+        ],
+        excluded_levels=list(result.excluded_levels),
+        red_flag=inputs.red_flag_positive,
     )
     session.add(decision)
     session.flush()
     audit.record(
-        session, actor, "eligibility.decide", entity_type="eligibility_decision",
-        entity_id=decision.id, patient_id=episode.patient_id,
-        detail={"episode": episode.id, "decision": decision.decision,
-                "ruleset": decision.ruleset_version},
+        session,
+        actor,
+        "eligibility.decide",
+        entity_type="eligibility_decision",
+        entity_id=decision.id,
+        patient_id=episode.patient_id,
+        detail={
+            "episode": episode.id,
+            "decision": decision.decision,
+            "ruleset": decision.ruleset_version,
+        },
     )
     target = DECISION_STATE[result.decision]
     if EpisodeState(episode.state) in EVALUABLE:
-        episodes.advance(session, actor, episode.id, Step.EVALUATE, target,
-                         reason=result.decision.value)
+        episodes.advance(
+            session, actor, episode.id, Step.EVALUATE, target, reason=result.decision.value
+        )
     return decision
 
 
 def assess(
-    session: Session, actor: Actor, episode_id: int, consultation: dict[str, object],
-    answers: dict[str, bool], change_reason: str | None = None,
+    session: Session,
+    actor: Actor,
+    episode_id: int,
+    consultation: dict[str, object],
+    answers: dict[str, bool],
+    change_reason: str | None = None,
     ruleset_version: str | None = None,
 ) -> tuple[Consultation, RedFlagScreening, EligibilityDecision | None]:
     """The doctor's assessment in one go: consultation, red-flag screening, decision."""
@@ -170,30 +223,45 @@ def override(
     decision = episodes.latest_decision(session, episode)
     if decision is None:
         raise episodes.StepNotAllowed(Message(N_("There is no eligibility decision to override.")))
-    refusal = RefusalRecord(action="eligibility.override_refused", entity_type="episode",
-                            entity_id=str(episode.id), patient_id=episode.patient_id)
+    refusal = RefusalRecord(
+        action="eligibility.override_refused",
+        entity_type="episode",
+        entity_id=str(episode.id),
+        patient_id=episode.patient_id,
+    )
     if decision.red_flag or episodes.open_red_flags(session, episode) is not None:
-        raise episodes.StepNotAllowed(Message(
-            N_("A red flag can never be overridden: the patient needs urgent referral.")),
-            refusal=refusal)
+        raise episodes.StepNotAllowed(
+            Message(N_("A red flag can never be overridden: the patient needs urgent referral.")),
+            refusal=refusal,
+        )
     if decision.decision == Decision.ELIGIBLE.value or decision.overridden_at is not None:
-        raise Conflict(Message(N_("This decision is already eligible; there is nothing to "
-                                  "override.")))
+        raise Conflict(
+            Message(N_("This decision is already eligible; there is nothing to override."))
+        )
     text = justification.strip()
     if len(text) < MIN_JUSTIFICATION:
-        raise InvalidInput({"justification": Message(
-            N_("Write a justification of at least %(min)d characters."), min=MIN_JUSTIFICATION)})
+        raise InvalidInput(
+            {
+                "justification": Message(
+                    N_("Write a justification of at least %(min)d characters."),
+                    min=MIN_JUSTIFICATION,
+                )
+            }
+        )
     decision.overridden_by = actor.user_id
     decision.overridden_by_name = actor.full_name or actor.username
     decision.override_justification = text
     decision.overridden_at = utcnow()
     audit.record(
-        session, actor, "eligibility.override", entity_type="eligibility_decision",
-        entity_id=decision.id, patient_id=episode.patient_id,
+        session,
+        actor,
+        "eligibility.override",
+        entity_type="eligibility_decision",
+        entity_id=decision.id,
+        patient_id=episode.patient_id,
         detail={"episode": episode.id, "was": decision.decision},
     )
-    episodes.advance(session, actor, episode.id, Step.OVERRIDE, EpisodeState.ELIGIBLE,
-                     reason=text)
+    episodes.advance(session, actor, episode.id, Step.OVERRIDE, EpisodeState.ELIGIBLE, reason=text)
     return decision
 
 
@@ -206,11 +274,17 @@ def clear_red_flag(session: Session, actor: Actor, episode_id: int, note: str) -
         raise Conflict(Message(N_("There is no open red flag on this episode.")))
     text = note.strip()
     if len(text) < MIN_JUSTIFICATION:
-        raise InvalidInput({"note": Message(
-            N_("Document the reassessment in at least %(min)d characters."),
-            min=MIN_JUSTIFICATION)})
+        raise InvalidInput(
+            {
+                "note": Message(
+                    N_("Document the reassessment in at least %(min)d characters."),
+                    min=MIN_JUSTIFICATION,
+                )
+            }
+        )
     screening.cleared_at = utcnow()
     screening.cleared_by = actor.user_id
     screening.clearance_note = text
-    episodes.advance(session, actor, episode.id, Step.CLEAR_RED_FLAG, EpisodeState.ASSESSED,
-                     reason=text)
+    episodes.advance(
+        session, actor, episode.id, Step.CLEAR_RED_FLAG, EpisodeState.ASSESSED, reason=text
+    )

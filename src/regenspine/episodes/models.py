@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from regenspine.db import Base, UTCDateTime, utcnow
@@ -61,6 +61,7 @@ class Consent(Base):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     scan_content_type: Mapped[str | None] = mapped_column(String(40))
     scan_sha256: Mapped[str | None] = mapped_column(String(64))
+    scan_data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     withdrawn_reason: Mapped[str | None] = mapped_column(Text)
     withdrawn_recorded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

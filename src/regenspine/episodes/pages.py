@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
 from regenspine.auth.permissions import Permission, Role
 from regenspine.catalog.conditions import get_catalogue
-from regenspine.episodes import service
+from regenspine.episodes import consent, service
 from regenspine.episodes.states import STATE_LABELS, EpisodeState, Step, allowed_steps
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web.boundary import refusable
@@ -41,7 +42,19 @@ STEP_LABELS: dict[Step, str] = {
 # Steps that other screens take with their own forms (consultation, eligibility, consent,
 # procedure day); the episode page offers only the plain ones.
 PLAIN_STEPS = frozenset(
-    {Step.SCHEDULE, Step.START_FOLLOW_UP, Step.NEW_CYCLE, Step.CLOSE, Step.CANCEL, Step.CONSENT}
+    {Step.SCHEDULE, Step.START_FOLLOW_UP, Step.NEW_CYCLE, Step.CLOSE, Step.CANCEL}
+)
+
+
+ASSESSABLE = frozenset(
+    s.value
+    for s in (
+        EpisodeState.REFERRED,
+        EpisodeState.ASSESSED,
+        EpisodeState.ELIGIBLE,
+        EpisodeState.NOT_ELIGIBLE,
+        EpisodeState.FOLLOW_UP,
+    )
 )
 
 
@@ -131,9 +144,19 @@ def _episode_page(
             "consent": service.current_consent(db, episode),
             "red_flags": service.open_red_flags(db, episode),
             "error": error,
+            "can_assess": actor.can(Permission.CONSULTATION_RECORD) and episode.state in ASSESSABLE,
         },
         status=status,
     )
+
+
+def episode_page_with_error(
+    request: Request, db: Db, actor: PageActor, episode_id: int, exc: DomainError
+) -> Response:
+    message = (
+        next(iter(exc.field_errors.values())) if isinstance(exc, InvalidInput) else exc.message
+    )
+    return _episode_page(request, db, actor, episode_id, error=message, status=exc.status)
 
 
 @router.get("/episodes/{episode_id}", response_class=HTMLResponse)
@@ -175,6 +198,82 @@ def take_step(
     except DomainError as exc:
         return _episode_page(request, db, actor, episode_id, error=exc.message, status=exc.status)
     return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+
+
+@router.post("/episodes/{episode_id}/consent", response_class=HTMLResponse)
+async def record_consent(request: Request, db: Db, actor: PageActor, episode_id: int) -> Response:
+    form = await request.form()
+    upload = form.get("scan")
+    scan = await upload.read(consent.MAX_SCAN_BYTES + 1) if isinstance(upload, UploadFile) else None
+    try:
+        with refusable(db, actor):
+            consent.record_consent(
+                db,
+                actor,
+                episode_id,
+                method=str(form.get("method") or ""),
+                signed_name=str(form.get("signed_name") or ""),
+                confirmed=form.get("confirmed") == "yes",
+                language=str(form.get("language") or actor.language),
+                scan=scan or None,
+                scan_content_type=upload.content_type if isinstance(upload, UploadFile) else None,
+            )
+    except DomainError as exc:
+        return episode_page_with_error(request, db, actor, episode_id, exc)
+    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+
+
+@router.post("/episodes/{episode_id}/consent/withdraw", response_class=HTMLResponse)
+def withdraw_consent(
+    request: Request, db: Db, actor: PageActor, episode_id: int, reason: FormStr = ""
+) -> Response:
+    try:
+        with refusable(db, actor):
+            consent.withdraw_consent(db, actor, episode_id, reason)
+    except DomainError as exc:
+        return episode_page_with_error(request, db, actor, episode_id, exc)
+    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+
+
+@router.get("/episodes/{episode_id}/consent-document", response_class=HTMLResponse)
+def consent_document(
+    request: Request, db: Db, actor: PageActor, episode_id: int, lang: str | None = None
+) -> Response:
+    """The consent text in the patient's language, with this episode's levels filled in."""
+    from regenspine.consent.documents import current_document
+    from regenspine.consultations.service import latest_consultation
+
+    episode = service.get_episode(db, actor, episode_id)
+    patient = db.get(service.patients.Patient, episode.patient_id)
+    assert patient is not None
+    language = lang if lang in ("pl", "en") else patient.preferred_language
+    consultation = latest_consultation(db, episode.id)
+    levels = list(consultation.target_levels) if consultation else []
+    if not levels:
+        return _episode_page(
+            request,
+            db,
+            actor,
+            episode_id,
+            status=409,
+            error=Message(N_("Choose the target levels in the consultation first.")),
+        )
+    document = current_document()
+    rendered = document.render(language, levels, episode.region)
+    service.audit.record(
+        db,
+        actor,
+        "consent.document_shown",
+        entity_type="episode",
+        entity_id=episode.id,
+        patient_id=episode.patient_id,
+        detail={"version": document.version, "language": language},
+    )
+    return render(
+        request,
+        "episodes/consent_document.html",
+        {"doc": rendered, "episode": episode, "patient": patient},
+    )
 
 
 @router.get("/worklist", response_class=HTMLResponse)

@@ -183,8 +183,7 @@ def _check_preconditions(
     if step == Step.OVERRIDE and (
         decision is None or decision.overridden_at is None or decision.red_flag
     ):
-        raise _missing(N_("An override needs the doctor's written justification on the "
-                          "decision."))
+        raise _missing(N_("An override needs the doctor's written justification on the decision."))
     if step == Step.FLAG_RED and open_red_flags(session, episode) is None:
         raise _missing(N_("Record the red-flag screening that found the red flag."))
     if step == Step.CLEAR_RED_FLAG and open_red_flags(session, episode) is not None:

@@ -1,0 +1,307 @@
+"""The clinical pathway end to end through the API, on both databases: assessment, red flags,
+eligibility with every reason, override, consent and withdrawal, and the refusals."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from regenspine.audit.models import AuditRecord
+from regenspine.auth.permissions import Role
+from regenspine.eligibility.red_flags import items_for_region
+from regenspine.episodes.models import Consent
+from tests.conftest import valid_patient
+
+NAME = "Jan Kowalski"
+
+
+def no_red_flags(region: str = "lumbar") -> dict[str, bool]:
+    return {item.id: False for item in items_for_region(region)}
+
+
+def good_consultation(**overrides):
+    data = {
+        "presenting_complaint": "Low back pain radiating to the left buttock for a year",
+        "pain_weeks": 52,
+        "physiotherapy_weeks": 12,
+        "prior_treatments": "NSAIDs, physiotherapy",
+        "prior_fusion_levels": [],
+        "medications": "ibuprofen as needed",
+        "bmi": 26.5,
+        "imaging_modality": "mri",
+        "imaging_date": "2026-10-01",
+        "level_findings": {
+            "L4-L5": {
+                "pfirrmann": 3,
+                "herniation": "protrusion",
+                "annular_fissure": True,
+                "modic": "none",
+                "stenosis": "none",
+                "disc_height_loss_percent": 20,
+            }
+        },
+        "diagnoses": [{"condition": "disc_protrusion", "levels": ["L4-L5"], "side": None}],
+        "target_levels": ["L4-L5"],
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def episode(clients):
+    coordinator = clients(Role.COORDINATOR)
+    pid = coordinator.post("/api/v1/patients", json=valid_patient()).json()["id"]
+    r = coordinator.post(
+        f"/api/v1/patients/{pid}/episodes",
+        json={"condition_code": "disc_protrusion", "region": "lumbar"},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def assess(clients, episode_id, consultation=None, flags=None, role=Role.DOCTOR, **extra):
+    return clients(role).post(
+        f"/api/v1/episodes/{episode_id}/assessment",
+        json={
+            "consultation": consultation or good_consultation(),
+            "red_flags": flags if flags is not None else no_red_flags(),
+            **extra,
+        },
+    )
+
+
+def state(clients, episode_id) -> str:
+    return clients(Role.DOCTOR).get(f"/api/v1/episodes/{episode_id}").json()["state"]
+
+
+def test_a_suitable_patient_goes_from_referral_to_consented(clients, episode, factory):
+    r = assess(clients, episode)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["episode_state"] == "eligible"
+    assert body["decision"]["decision"] == "eligible"
+    assert body["decision"]["ruleset_version"]
+    assert body["decision"]["inputs"]["target_levels"] == ["L4-L5"]
+    consent = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data={
+            "method": "tablet_signature",
+            "signed_name": NAME,
+            "confirmed": "yes",
+            "language": "pl",
+        },
+        follow_redirects=False,
+    )
+    assert consent.status_code == 303, consent.text
+    assert state(clients, episode) == "consented"
+    with factory() as s:
+        stored = s.scalars(select(Consent)).one()
+    assert stored.levels == ["L4-L5"] and stored.document_version == 1
+    assert len(stored.document_hash) == 64 and stored.explained_by_name == "Test Coordinator"
+    timeline = clients(Role.DOCTOR).get(f"/api/v1/episodes/{episode}").json()["events"]
+    assert [e["to_state"] for e in timeline] == ["referred", "assessed", "eligible", "consented"]
+
+
+def test_a_cauda_equina_flag_sends_the_patient_to_urgent_referral_and_blocks_everything(
+    clients, episode
+):
+    flags = no_red_flags()
+    cauda = next(i.id for i in items_for_region("lumbar") if i.category == "cauda_equina")
+    flags[cauda] = True
+    r = assess(clients, episode, flags=flags)
+    assert r.status_code == 201, r.text
+    assert r.json()["episode_state"] == "urgent_referral"
+    assert r.json()["red_flags_positive"] == [cauda]
+    work = clients(Role.MEDICAL_DIRECTOR).get("/api/v1/worklist").json()
+    assert work[0]["urgent"] is True and work[0]["episode"]["id"] == episode
+    refused = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": "x" * 60}
+    )
+    assert refused.status_code in (404, 409)
+    consent = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data={
+            "method": "tablet_signature",
+            "signed_name": NAME,
+            "confirmed": "yes",
+            "language": "pl",
+        },
+    )
+    assert consent.status_code == 409
+    assert state(clients, episode) == "urgent_referral"
+
+
+def test_clearing_a_red_flag_needs_a_documented_reassessment(clients, episode):
+    flags = no_red_flags()
+    flags[next(iter(flags))] = True
+    assess(clients, episode, flags=flags)
+    short = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": "ok"}
+    )
+    assert short.status_code == 422
+    ok = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance",
+        json={"note": "Reassessed in clinic: no saddle anaesthesia, bladder normal, MRI reviewed."},
+    )
+    assert ok.status_code == 204
+    assert state(clients, episode) == "assessed"
+
+
+def test_not_eligible_lists_every_reason_and_a_doctor_can_override_with_justification(
+    clients, episode, factory
+):
+    r = assess(clients, episode, good_consultation(active_infection=True, bmi=41))
+    decision = r.json()["decision"]
+    assert r.json()["episode_state"] == "not_eligible"
+    outcomes = {f["outcome"] for f in decision["fired"]}
+    assert {"exclude", "needs_review"} <= outcomes
+    too_short = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": "I think it is fine"}
+    )
+    assert too_short.status_code == 422
+    nurse = clients(Role.NURSE).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": "x" * 40}
+    )
+    assert nurse.status_code == 403
+    justification = "Infection treated and resolved; CRP normal on 2026-11-20, reviewed by ID."
+    ok = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": justification}
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["override_justification"] == justification
+    assert state(clients, episode) == "eligible"
+    with factory() as s:
+        assert (
+            s.scalar(
+                select(func.count(AuditRecord.id)).where(
+                    AuditRecord.action == "eligibility.override"
+                )
+            )
+            == 1
+        )
+
+
+def test_changing_the_consultation_re_evaluates_and_keeps_the_history(clients, episode):
+    assess(clients, episode)
+    assert state(clients, episode) == "eligible"
+    without_reason = assess(clients, episode, good_consultation(pregnancy=True))
+    assert without_reason.status_code == 422
+    changed = assess(
+        clients,
+        episode,
+        good_consultation(pregnancy=True),
+        change_reason="Pregnancy test positive at pre-procedure check",
+    )
+    assert changed.status_code == 201
+    assert changed.json()["consultation_version"] == 2
+    assert changed.json()["episode_state"] == "not_eligible"
+
+
+@pytest.mark.parametrize(
+    ("consultation", "field"),
+    [
+        (good_consultation(level_findings={"C5-C6": {"pfirrmann": 3}}), "level_findings.C5-C6"),
+        (
+            good_consultation(diagnoses=[{"condition": "disc_protrusion", "levels": ["C5-C6"]}]),
+            "diagnoses.0",
+        ),
+        (good_consultation(target_levels=["T12-L1", "L9-L10"]), "target_levels"),
+        (good_consultation(diagnoses=[{"condition": "sciatica", "levels": []}]), "diagnoses.0"),
+        (good_consultation(bmi=400), "bmi"),
+    ],
+)
+def test_a_consultation_with_a_level_outside_the_region_is_refused_and_stores_nothing(
+    clients, episode, consultation, field
+):
+    r = assess(clients, episode, consultation)
+    assert r.status_code == 422
+    assert field in r.json()["errors"]
+    assert state(clients, episode) == "referred"
+
+
+def test_incomplete_red_flag_screening_is_refused(clients, episode):
+    flags = no_red_flags()
+    flags.pop(next(iter(flags)))
+    r = assess(clients, episode, flags=flags)
+    assert r.status_code == 422
+    assert state(clients, episode) == "referred"
+
+
+def test_an_unknown_rule_set_version_is_refused(clients, episode):
+    r = assess(clients, episode, ruleset_version="1999.1.1")
+    assert r.status_code == 422
+    assert "1999.1.1" in r.json()["errors"]["ruleset_version"]
+    assert state(clients, episode) == "referred"
+
+
+def _consented(clients, episode):
+    assess(clients, episode)
+    r = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data={
+            "method": "tablet_signature",
+            "signed_name": NAME,
+            "confirmed": "yes",
+            "language": "en",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+
+
+def test_withdrawn_consent_stops_the_pathway_before_the_next_step(clients, episode):
+    _consented(clients, episode)
+    r = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent/withdraw",
+        data={"reason": "Patient changed their mind"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert state(clients, episode) == "eligible"
+    schedule = clients(Role.COORDINATOR).post(
+        f"/api/v1/episodes/{episode}/steps", json={"step": "consent", "target": "consented"}
+    )
+    assert schedule.status_code == 409
+    assert "consent" in schedule.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("form", "words"),
+    [
+        ({"signed_name": "Someone Else", "confirmed": "yes"}, "own full name"),
+        ({"signed_name": NAME}, "confirm every statement"),
+    ],
+)
+def test_consent_without_the_patients_own_name_or_confirmation_is_refused(
+    clients, episode, factory, form, words
+):
+    assess(clients, episode)
+    r = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent", data={"method": "tablet_signature", "language": "pl"} | form
+    )
+    assert r.status_code == 422
+    assert words in r.text
+    with factory() as s:
+        assert s.scalar(select(func.count(Consent.id))) == 0
+
+
+def test_a_scanned_consent_must_really_be_a_pdf_or_an_image(clients, episode, factory):
+    assess(clients, episode)
+    base = {"method": "scanned_form", "signed_name": "", "confirmed": "yes", "language": "pl"}
+    fake = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data=base,
+        files={"scan": ("consent.pdf", b"MZ\x90\x00 this is an executable", "application/pdf")},
+    )
+    assert fake.status_code == 422, fake.text
+    assert "not a PDF" in fake.text, fake.text[fake.text.find("alert") :][:300]
+    real = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data=base,
+        files={"scan": ("consent.pdf", b"%PDF-1.7\n%signed form\n", "application/pdf")},
+        follow_redirects=False,
+    )
+    assert real.status_code == 303, real.text
+    with factory() as s:
+        stored = s.scalars(select(Consent)).one()
+    assert stored.scan_content_type == "application/pdf" and stored.scan_sha256
