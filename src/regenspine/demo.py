@@ -220,6 +220,18 @@ def _patient_rows(rng: random.Random, count: int, first_number: int) -> list[dic
     return rows
 
 
+def _load_pathway(session: Session, staff_ids: dict[Role, int], count: int) -> None:
+    from regenspine.demo_pathway import load_pathway_demo
+
+    def actor(role: Role) -> auth.Actor:
+        user = session.get(User, staff_ids[role])
+        assert user is not None
+        return auth.actor_for(user, "127.0.0.1")
+
+    first = list(session.scalars(select(Patient).order_by(Patient.id).limit(count)))
+    load_pathway_demo(session, actor(Role.COORDINATOR), actor(Role.DOCTOR), first)
+
+
 def load_demo(
     session: Session,
     patients: int = 200,
@@ -265,5 +277,6 @@ def load_demo(
         created += size
         if progress:
             progress(size)
+    _load_pathway(session, staff_ids, min(patients, 40))
     audit.record(session, SYSTEM_ACTOR, "demo.load", detail={"patients": patients})
     return DemoResult([(u, r.value) for u, _, r, _ in DEMO_STAFF], patients, skipped=False)

@@ -23,7 +23,6 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -152,12 +151,14 @@ class RedFlagItem(_Frozen):
 class RedFlagList(_Frozen):
     version: Version
     published: date
-    sources: tuple[RedFlagSource, ...] = Field(min_length=1)
-    items: tuple[RedFlagItem, ...] = Field(min_length=1)
+    sources: tuple[RedFlagSource, ...]
+    items: tuple[RedFlagItem, ...]
 
     @model_validator(mode="after")
     def _list_rules(self) -> RedFlagList:
         problems: list[str] = []
+        if not self.sources or not self.items:
+            problems.append("a red-flag list needs at least one source and one item")
         source_ids = [s.id for s in self.sources]
         for sid in sorted({s for s in source_ids if source_ids.count(s) > 1}):
             problems.append(f"source id {sid!r} is declared more than once")
@@ -273,7 +274,12 @@ def _describe(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
                 head += f" ({entry['id']!r})"
         rest = _path(loc[2:])
         return f"{head}, field {rest}" if rest else head
-    return f"field {_path(loc)}" if loc else "red-flag list"
+    return f"field {_path(loc)}"
+
+
+def _line(loc: tuple[int | str, ...], msg: str, data: dict[str, Any]) -> str:
+    msg = msg.removeprefix("Value error, ")
+    return f"{_describe(loc, data)}: {msg}" if loc else msg
 
 
 def _packaged_text() -> str:
@@ -305,10 +311,7 @@ def load_red_flags(text: str | None = None) -> RedFlagList:
     try:
         return RedFlagList.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{_describe(error['loc'], data)}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors(include_url=False)
-        ]
+        lines = [_line(error["loc"], error["msg"], data) for error in exc.errors(include_url=False)]
         raise RedFlagError("invalid red-flag list:\n  " + "\n  ".join(lines)) from exc
 
 

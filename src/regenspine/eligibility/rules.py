@@ -323,13 +323,15 @@ class Rule(_Frozen):
     id: RuleId
     text: RuleText
     outcome: RuleOutcome
-    when: tuple[Clause, ...] = Field(min_length=1)
+    when: tuple[Clause, ...]
     source: Slug
     scope: Literal["level"] | None = None
     note: Text | None = None
 
     @model_validator(mode="after")
     def _scope_and_text(self) -> Rule:
+        if not self.when:
+            raise ValueError("when must list at least one clause")
         if self.scope == "level":
             if self.outcome is not RuleOutcome.EXCLUDE:
                 raise ValueError("scope level is for exclude rules (it excludes only levels)")
@@ -361,13 +363,15 @@ class Rule(_Frozen):
 class RuleSet(_Frozen):
     version: Version
     published: date
-    sources: tuple[RuleSource, ...] = Field(min_length=1)
+    sources: tuple[RuleSource, ...]
     params: dict[Slug, Number] = Field(default_factory=dict)
-    rules: tuple[Rule, ...] = Field(min_length=1)
+    rules: tuple[Rule, ...]
 
     @model_validator(mode="after")
     def _ruleset_rules(self) -> RuleSet:
         problems: list[str] = []
+        if not self.sources or not self.rules:
+            problems.append("a rule set needs at least one source and one rule")
         source_ids = [s.id for s in self.sources]
         for sid in sorted({s for s in source_ids if source_ids.count(s) > 1}):
             problems.append(f"source id {sid!r} is declared more than once")
@@ -583,7 +587,12 @@ def _describe(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
                 head += f" ({entry['id']!r})"
         rest = _path(loc[2:])
         return f"{head}, field {rest}" if rest else head
-    return f"field {_path(loc)}" if loc else "rule set"
+    return f"field {_path(loc)}"
+
+
+def _line(loc: tuple[int | str, ...], msg: str, data: dict[str, Any]) -> str:
+    msg = msg.removeprefix("Value error, ")
+    return f"{_describe(loc, data)}: {msg}" if loc else msg
 
 
 def parse_ruleset(text: str) -> RuleSet:
@@ -603,10 +612,7 @@ def parse_ruleset(text: str) -> RuleSet:
     try:
         return RuleSet.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{_describe(error['loc'], data)}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors(include_url=False)
-        ]
+        lines = [_line(error["loc"], error["msg"], data) for error in exc.errors(include_url=False)]
         raise RuleSetError("invalid eligibility rule set:\n  " + "\n  ".join(lines)) from exc
 
 
