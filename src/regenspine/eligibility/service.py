@@ -57,13 +57,7 @@ def record_screening(
     try:
         result = screen(answers, episode.region)
     except IncompleteScreening as exc:
-        raise InvalidInput(
-            {
-                "answers": Message(
-                    str(exc.args[0]) if exc.args else N_("Answer every red-flag question.")
-                )
-            }
-        ) from None
+        raise InvalidInput({"answers": exc.message}) from None
     screening = RedFlagScreening(
         episode_id=episode.id,
         items_version=result.version,
@@ -99,14 +93,15 @@ def record_screening(
 def _inputs(consultation: Consultation, screening: RedFlagScreening | None) -> EligibilityInputs:
     targets = tuple(consultation.target_levels or ())
     findings = consultation.level_findings or {}
-    at_target = [findings[lv] for lv in targets if lv in findings]
-    losses = [
-        f["disc_height_loss_percent"]
-        for f in at_target
-        if f.get("disc_height_loss_percent") is not None
-    ]
-    grades = [f["pfirrmann"] for f in at_target if f.get("pfirrmann") is not None]
-    modic = [f.get("modic", "none") != "none" for f in at_target]
+    # A target level without imaging findings leaves these inputs missing (so the engine asks
+    # for review) rather than letting the other levels speak for it.
+    complete = bool(targets) and all(lv in findings for lv in targets)
+    at_target = [findings[lv] for lv in targets if lv in findings] if complete else []
+    losses = [f.get("disc_height_loss_percent") for f in at_target]
+    grades = [f.get("pfirrmann") for f in at_target]
+    modic = [f.get("modic") for f in at_target]
+    known_losses = [x for x in losses if x is not None] if None not in losses else []
+    known_grades = [x for x in grades if x is not None] if None not in grades else []
     conservative = consultation.physiotherapy_weeks
     return EligibilityInputs(
         red_flag_positive=bool(screening and screening.any_positive and not screening.cleared_at),
@@ -121,10 +116,12 @@ def _inputs(consultation: Consultation, screening: RedFlagScreening | None) -> E
         bmi=consultation.bmi,
         target_levels=targets,
         prior_fusion_levels=tuple(consultation.prior_fusion_levels or ()),
-        max_disc_height_loss_percent=max(losses) if losses else None,
-        min_pfirrmann_at_target=min(grades) if grades else None,
-        max_pfirrmann_at_target=max(grades) if grades else None,
-        modic_at_target=any(modic) if at_target else None,
+        max_disc_height_loss_percent=max(known_losses) if known_losses else None,
+        min_pfirrmann_at_target=min(known_grades) if known_grades else None,
+        max_pfirrmann_at_target=max(known_grades) if known_grades else None,
+        modic_at_target=(
+            any(m not in ("none", None) for m in modic) if at_target and None not in modic else None
+        ),
     )
 
 

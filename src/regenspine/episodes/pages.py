@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -56,6 +57,20 @@ ASSESSABLE = frozenset(
         EpisodeState.FOLLOW_UP,
     )
 )
+
+
+def _red_flag_text(language: str) -> Callable[[str], str]:
+    from regenspine.eligibility.red_flags import get_red_flags
+
+    items = get_red_flags()
+
+    def text(item_id: str) -> str:
+        try:
+            return items.get(item_id).text(language)
+        except KeyError:
+            return item_id
+
+    return text
 
 
 def _conditions(language: str) -> list[tuple[str, str, list[str]]]:
@@ -143,6 +158,7 @@ def _episode_page(
             "decision": service.latest_decision(db, episode),
             "consent": service.current_consent(db, episode),
             "red_flags": service.open_red_flags(db, episode),
+            "red_flag_text": _red_flag_text(actor.language),
             "error": error,
             "can_assess": actor.can(Permission.CONSULTATION_RECORD) and episode.state in ASSESSABLE,
         },
