@@ -15,7 +15,7 @@ from regenspine.consultations.service import latest_consultation
 from regenspine.eligibility import service
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes import service as episodes
-from regenspine.episodes.pages import episode_page_with_error
+from regenspine.episodes.pages import act_on_episode
 from regenspine.errors import DomainError, InvalidInput
 from regenspine.web.boundary import refusable
 from regenspine.web.security import Db, PageActor, page_requires
@@ -166,21 +166,19 @@ async def assess(request: Request, db: Db, actor: PageActor, episode_id: int) ->
 def override(
     request: Request, db: Db, actor: PageActor, episode_id: int, justification: FormStr = ""
 ) -> Response:
-    try:
-        with refusable(db, actor):
-            service.override(db, actor, episode_id, justification)
-    except DomainError as exc:
-        return episode_page_with_error(request, db, actor, episode_id, exc)
-    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+    return act_on_episode(
+        request,
+        db,
+        actor,
+        episode_id,
+        lambda: service.override(db, actor, episode_id, justification),
+    )
 
 
 @router.post("/episodes/{episode_id}/clear-red-flag", response_class=HTMLResponse)
 def clear_red_flag(
     request: Request, db: Db, actor: PageActor, episode_id: int, note: FormStr = ""
 ) -> Response:
-    try:
-        with refusable(db, actor):
-            service.clear_red_flag(db, actor, episode_id, note)
-    except DomainError as exc:
-        return episode_page_with_error(request, db, actor, episode_id, exc)
-    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+    return act_on_episode(
+        request, db, actor, episode_id, lambda: service.clear_red_flag(db, actor, episode_id, note)
+    )

@@ -125,7 +125,7 @@ def _episode_page(
     db: Db,
     actor: PageActor,
     episode_id: int,
-    error: object = None,
+    error: list[Message] | None = None,
     status: int = 200,
 ) -> Response:
     episode = service.get_episode(db, actor, episode_id)
@@ -169,10 +169,20 @@ def _episode_page(
 def episode_page_with_error(
     request: Request, db: Db, actor: PageActor, episode_id: int, exc: DomainError
 ) -> Response:
-    message = (
-        next(iter(exc.field_errors.values())) if isinstance(exc, InvalidInput) else exc.message
-    )
-    return _episode_page(request, db, actor, episode_id, error=message, status=exc.status)
+    messages = list(exc.field_errors.values()) if isinstance(exc, InvalidInput) else [exc.message]
+    return _episode_page(request, db, actor, episode_id, error=messages, status=exc.status)
+
+
+def act_on_episode(
+    request: Request, db: Db, actor: PageActor, episode_id: int, action: Callable[[], object]
+) -> Response:
+    """Runs one use case for the episode page: back to the page, or the page with the refusal."""
+    try:
+        with refusable(db, actor):
+            action()
+    except DomainError as exc:
+        return episode_page_with_error(request, db, actor, episode_id, exc)
+    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
 
 
 @router.get("/episodes/{episode_id}", response_class=HTMLResponse)
@@ -192,16 +202,8 @@ def take_step(
     expected_state: FormStr = "",
 ) -> Response:
     try:
-        with refusable(db, actor):
-            service.advance(
-                db,
-                actor,
-                episode_id,
-                Step(step),
-                EpisodeState(target),
-                reason=reason,
-                expected_state=EpisodeState(expected_state) if expected_state else None,
-            )
+        chosen, to = Step(step), EpisodeState(target)
+        seen = EpisodeState(expected_state) if expected_state else None
     except ValueError:
         return _episode_page(
             request,
@@ -209,11 +211,17 @@ def take_step(
             actor,
             episode_id,
             status=422,
-            error=Message(N_("Choose one of the offered steps.")),
+            error=[Message(N_("Choose one of the offered steps."))],
         )
-    except DomainError as exc:
-        return _episode_page(request, db, actor, episode_id, error=exc.message, status=exc.status)
-    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+    return act_on_episode(
+        request,
+        db,
+        actor,
+        episode_id,
+        lambda: service.advance(
+            db, actor, episode_id, chosen, to, reason=reason, expected_state=seen
+        ),
+    )
 
 
 @router.post("/episodes/{episode_id}/consent", response_class=HTMLResponse)
@@ -221,34 +229,36 @@ async def record_consent(request: Request, db: Db, actor: PageActor, episode_id:
     form = await request.form()
     upload = form.get("scan")
     scan = await upload.read(consent.MAX_SCAN_BYTES + 1) if isinstance(upload, UploadFile) else None
-    try:
-        with refusable(db, actor):
-            consent.record_consent(
-                db,
-                actor,
-                episode_id,
-                method=str(form.get("method") or ""),
-                signed_name=str(form.get("signed_name") or ""),
-                confirmed=form.get("confirmed") == "yes",
-                language=str(form.get("language") or actor.language),
-                scan=scan or None,
-                scan_content_type=upload.content_type if isinstance(upload, UploadFile) else None,
-            )
-    except DomainError as exc:
-        return episode_page_with_error(request, db, actor, episode_id, exc)
-    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+    return act_on_episode(
+        request,
+        db,
+        actor,
+        episode_id,
+        lambda: consent.record_consent(
+            db,
+            actor,
+            episode_id,
+            method=str(form.get("method") or ""),
+            signed_name=str(form.get("signed_name") or ""),
+            confirmed=form.get("confirmed") == "yes",
+            language=str(form.get("language") or actor.language),
+            scan=scan or None,
+            scan_content_type=upload.content_type if isinstance(upload, UploadFile) else None,
+        ),
+    )
 
 
 @router.post("/episodes/{episode_id}/consent/withdraw", response_class=HTMLResponse)
 def withdraw_consent(
     request: Request, db: Db, actor: PageActor, episode_id: int, reason: FormStr = ""
 ) -> Response:
-    try:
-        with refusable(db, actor):
-            consent.withdraw_consent(db, actor, episode_id, reason)
-    except DomainError as exc:
-        return episode_page_with_error(request, db, actor, episode_id, exc)
-    return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
+    return act_on_episode(
+        request,
+        db,
+        actor,
+        episode_id,
+        lambda: consent.withdraw_consent(db, actor, episode_id, reason),
+    )
 
 
 @router.get("/episodes/{episode_id}/consent-document", response_class=HTMLResponse)
@@ -272,7 +282,7 @@ def consent_document(
             actor,
             episode_id,
             status=409,
-            error=Message(N_("Choose the target levels in the consultation first.")),
+            error=[Message(N_("Choose the target levels in the consultation first."))],
         )
     document = current_document()
     rendered = document.render(language, levels, episode.region)
