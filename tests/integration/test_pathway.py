@@ -305,3 +305,70 @@ def test_a_scanned_consent_must_really_be_a_pdf_or_an_image(clients, episode, fa
     with factory() as s:
         stored = s.scalars(select(Consent)).one()
     assert stored.scan_content_type == "application/pdf" and stored.scan_sha256
+
+
+def squeeze(text: str) -> str:
+    return "".join(text.split())
+
+
+def _pdf_text_and_pages(content: bytes, tmp_path) -> tuple[str, int]:
+    """Extracts the text and renders every page to PNG, as a reader's viewer would."""
+    import io
+    import shutil
+    import subprocess
+
+    from pypdf import PdfReader
+
+    from tests.conftest import skip_or_fail
+
+    assert content.startswith(b"%PDF-")
+    reader = PdfReader(io.BytesIO(content))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    if shutil.which("pdftoppm") is None:
+        skip_or_fail("pdftoppm (poppler-utils) is not installed")
+    pdf = tmp_path / "doc.pdf"
+    pdf.write_bytes(content)
+    subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "page")],
+                   check=True, timeout=60)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert all(p.stat().st_size > 1000 for p in pages)
+    return text, len(pages)
+
+
+def test_the_urgent_referral_letter_lists_the_positive_findings(clients, episode, tmp_path):
+    flags = no_red_flags()
+    cauda = next(i for i in items_for_region("lumbar") if i.category == "cauda_equina")
+    flags[cauda.id] = True
+    assess(clients, episode, flags=flags)
+    r = clients(Role.DOCTOR).get(f"/api/v1/episodes/{episode}/urgent-referral.pdf?lang=en")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    text, pages = _pdf_text_and_pages(r.content, tmp_path)
+    assert pages >= 1
+    flat = squeeze(text)  # PDF text extraction splits words at kerning ("T est")
+    assert squeeze("KOWALSKI, Jan") in flat
+    assert squeeze(cauda.question.en) in flat
+    page = clients(Role.DOCTOR).get(f"/episodes/{episode}/urgent-referral.pdf")
+    assert page.status_code == 200 and page.content.startswith(b"%PDF-")
+
+
+def test_there_is_no_referral_letter_without_a_red_flag(clients, episode):
+    assess(clients, episode)
+    r = clients(Role.DOCTOR).get(f"/api/v1/episodes/{episode}/urgent-referral.pdf")
+    assert r.status_code == 409
+
+
+def test_the_signed_consent_prints_the_exact_text_with_its_risks_and_signature(
+    clients, episode, tmp_path
+):
+    _consented(clients, episode)
+    r = clients(Role.COORDINATOR).get(f"/episodes/{episode}/consent.pdf")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    text, pages = _pdf_text_and_pages(r.content, tmp_path)
+    flat = squeeze(text)
+    assert pages >= 2
+    assert squeeze(NAME) in flat and "L4-L5" in flat and squeeze("Test Coordinator") in flat
+    from regenspine.consent.documents import current_document
+
+    doc = current_document().render("en", ["L4-L5"], "lumbar")
+    for risk in doc.risks:
+        assert squeeze(risk.title) in flat, risk.id

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from regenspine.auth.permissions import Permission
-from regenspine.episodes import service
+from regenspine.episodes import documents, service
 from regenspine.episodes.schemas import (
     EpisodeCreate,
     EpisodeDetail,
@@ -84,6 +84,31 @@ def take_step(episode_id: int, body: StepRequest, db: Db, actor: ApiActor) -> Ep
         expected_state=body.expected_state,
     )
     return detail(db, service.get_episode(db, actor, episode_id))
+
+
+PDF = {200: {"description": "PDF document", "content": {"application/pdf": {}}}}
+
+
+@router.get(
+    "/episodes/{episode_id}/urgent-referral.pdf",
+    response_class=Response,
+    responses=REFUSALS | PDF | responses(404, 409),
+)
+def urgent_referral_pdf(episode_id: int, db: Db, actor: ApiActor, lang: str = "pl") -> Response:
+    language = lang if lang in ("pl", "en") else "pl"
+    return Response(
+        documents.urgent_referral_letter(db, actor, episode_id, language),
+        media_type="application/pdf",
+    )
+
+
+@router.get(
+    "/episodes/{episode_id}/consent.pdf",
+    response_class=Response,
+    responses=REFUSALS | PDF | responses(404, 409),
+)
+def consent_pdf(episode_id: int, db: Db, actor: ApiActor) -> Response:
+    return Response(documents.signed_consent(db, actor, episode_id), media_type="application/pdf")
 
 
 @router.get("/worklist", response_model=list[WorkItemPublic], responses=REFUSALS)

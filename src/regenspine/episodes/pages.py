@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 
 from regenspine.auth.permissions import Permission, Role
 from regenspine.catalog.conditions import get_catalogue
-from regenspine.episodes import consent, service
+from regenspine.episodes import consent, documents, service
 from regenspine.episodes.states import STATE_LABELS, EpisodeState, Step, allowed_steps
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web.boundary import refusable
@@ -300,6 +300,25 @@ def consent_document(
         "episodes/consent_document.html",
         {"doc": rendered, "episode": episode, "patient": patient},
     )
+
+
+def _pdf(content: bytes, name: str) -> Response:
+    return Response(
+        content,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
+
+
+@router.get("/episodes/{episode_id}/urgent-referral.pdf")
+def urgent_referral_pdf(db: Db, actor: PageActor, episode_id: int) -> Response:
+    pdf = documents.urgent_referral_letter(db, actor, episode_id, actor.language)
+    return _pdf(pdf, f"urgent-referral-{episode_id}.pdf")
+
+
+@router.get("/episodes/{episode_id}/consent.pdf")
+def consent_pdf(db: Db, actor: PageActor, episode_id: int) -> Response:
+    return _pdf(documents.signed_consent(db, actor, episode_id), f"consent-{episode_id}.pdf")
 
 
 @router.get("/worklist", response_class=HTMLResponse)

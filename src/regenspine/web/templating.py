@@ -23,7 +23,9 @@ from regenspine.i18n import (
 )
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-DOMAINS_WITH_PAGES = ("web", "auth", "patients", "episodes", "eligibility", "audit", "catalog")
+DOMAINS_WITH_PAGES = (
+    "web", "auth", "patients", "episodes", "eligibility", "audit", "catalog", "reports"
+)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,1 @@
+"""Printable documents (letters, signed forms) rendered to PDF from the same templates engine."""
