@@ -112,6 +112,11 @@ def test_a_cauda_equina_flag_ends_in_urgent_referral_on_the_directors_work_list(
     expect(page.get_by_role("button", name="Record consent")).to_have_count(0)
     expect(page.get_by_role("button", name="Override eligibility")).to_have_count(0)
     screenshot(page, "episode-urgent-referral.png")
+    letter = page.get_by_role("link", name="Urgent referral letter (PDF)")
+    response = page.request.get(base_url + letter.get_attribute("href"))
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.body().startswith(b"%PDF-")
 
     director = browser.new_context(viewport={"width": 1280, "height": 900})
     d_page = director.new_page()
