@@ -14,21 +14,13 @@ import re
 from datetime import date
 from enum import StrEnum
 from functools import lru_cache
-from importlib import resources
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, StrictBool, field_validator, model_validator
+
+from regenspine.reference import loading
+from regenspine.reference.loading import FrozenModel, Slug, Text, Version
 
 EXPECTED_CONDITION_COUNT = 14
 CATALOGUE_PACKAGE = "regenspine.reference"
@@ -42,9 +34,6 @@ WHO_ICD10_CODE = re.compile(r"[A-Z][0-9]{2}(\.[0-9]{1,2})?")
 SCTID = re.compile(r"[1-9][0-9]{5,17}")
 #: Partition identifiers of concept ids: 00 (International Edition), 10 (extension).
 CONCEPT_PARTITIONS = frozenset({"00", "10"})
-
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class CatalogueError(ValueError):
@@ -68,6 +57,18 @@ class CodeSite(StrEnum):
     LUMBAR = "lumbar"
     LUMBOSACRAL = "lumbosacral"
     SACRAL = "sacral"
+
+
+def _regions_non_empty_and_distinct(regions: tuple[SpinalRegion, ...]) -> tuple[SpinalRegion, ...]:
+    if not regions:
+        raise ValueError("regions must name at least one of lumbar, cervical, thoracic")
+    if len(set(regions)) != len(regions):
+        raise ValueError("regions lists a region twice")
+    return regions
+
+
+#: One or more spinal regions, each named once.
+Regions = Annotated[tuple[SpinalRegion, ...], AfterValidator(_regions_non_empty_and_distinct)]
 
 
 #: Which of the clinic's regions each coded site belongs to.
@@ -168,11 +169,7 @@ def levels_for_region(region: SpinalRegion | str) -> list[str]:
 # --- Models ----------------------------------------------------------------------------
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(_Frozen):
+class Source(FrozenModel):
     id: Slug
     title: Text
     url: Text | None = None
@@ -180,12 +177,12 @@ class Source(_Frozen):
     note: Text | None = None
 
 
-class LocalizedName(_Frozen):
+class LocalizedName(FrozenModel):
     en: Text
     pl: Text
 
 
-class Coding(_Frozen):
+class Coding(FrozenModel):
     """One code in one code system, with where it comes from and how sure it is."""
 
     code: str
@@ -212,27 +209,16 @@ def _check_icd_codes(
     return codings
 
 
-class Condition(_Frozen):
+class Condition(FrozenModel):
     code: Slug
     name: LocalizedName
-    regions: tuple[SpinalRegion, ...]
+    regions: Regions
     level_applies: StrictBool
     side_applies: StrictBool
     icd10: tuple[Coding, ...] = Field(min_length=1)
     icd10_cm: tuple[Coding, ...] = Field(min_length=1)
     snomed_ct: Coding | None
     coding_note: Text
-
-    @field_validator("regions")
-    @classmethod
-    def _regions_non_empty_and_distinct(
-        cls, regions: tuple[SpinalRegion, ...]
-    ) -> tuple[SpinalRegion, ...]:
-        if not regions:
-            raise ValueError("regions must name at least one of lumbar, cervical, thoracic")
-        if len(set(regions)) != len(regions):
-            raise ValueError("regions lists a region twice")
-        return regions
 
     @field_validator("icd10")
     @classmethod
@@ -274,16 +260,12 @@ class Condition(_Frozen):
 
     def label(self, language: str) -> str:
         """The name in 'pl' or 'en' (a locale such as 'pl_PL' or 'en-GB' is accepted)."""
-        primary = language.replace("_", "-").split("-", 1)[0].lower()
-        if primary == "pl":
-            return self.name.pl
-        if primary == "en":
-            return self.name.en
-        raise ValueError(f"condition {self.code!r} has no name in {language!r}; use 'pl' or 'en'")
+        missing = f"condition {self.code!r} has no name in {language!r}; use 'pl' or 'en'"
+        return loading.in_language(self.name, language, missing)
 
 
-class ConditionCatalogue(_Frozen):
-    version: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}\.[0-9]{1,2}\.[0-9]+$")]
+class ConditionCatalogue(FrozenModel):
+    version: Version
     published: date
     sources: tuple[Source, ...] = Field(min_length=1)
     conditions: tuple[Condition, ...]
@@ -332,61 +314,30 @@ class ConditionCatalogue(_Frozen):
 
     def get(self, code: str) -> Condition:
         """The condition with this code; KeyError when there is none."""
-        for condition in self.conditions:
-            if condition.code == code:
-                return condition
-        raise KeyError(f"no condition with code {code!r} in catalogue {self.version}")
+        missing = f"no condition with code {code!r} in catalogue {self.version}"
+        return loading.find_entry(self.conditions, "code", code, missing)
 
     def source(self, source_id: str) -> Source:
         """The declared source with this id; KeyError when there is none."""
-        for source in self.sources:
-            if source.id == source_id:
-                return source
-        raise KeyError(f"no source with id {source_id!r} in catalogue {self.version}")
+        missing = f"no source with id {source_id!r} in catalogue {self.version}"
+        return loading.find_entry(self.sources, "id", source_id, missing)
 
 
 # --- Loading ---------------------------------------------------------------------------
 
 
-def _path(parts: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _describe(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    """Turn a pydantic error location into "condition #4 ('sciatica'), field icd10[0].code"."""
-    if len(loc) >= 2 and loc[0] in ("conditions", "sources") and isinstance(loc[1], int):
-        kind = "condition" if loc[0] == "conditions" else "source"
-        key = "code" if loc[0] == "conditions" else "id"
-        head = f"{kind} #{loc[1] + 1}"
-        entries = data.get(loc[0])
-        if isinstance(entries, list) and loc[1] < len(entries):
-            entry = entries[loc[1]]
-            if isinstance(entry, dict) and entry.get(key) is not None:
-                head += f" ({entry[key]!r})"
-        rest = _path(loc[2:])
-        return f"{head}, field {rest}" if rest else head
-    return f"field {_path(loc)}" if loc else "catalogue"
-
-
-def _format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
-    lines = []
-    for error in exc.errors(include_url=False):
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{_describe(error['loc'], data)}: {message}")
-    return "invalid condition catalogue:\n  " + "\n  ".join(lines)
-
-
-def _packaged_text() -> str:
-    try:
-        resource = resources.files(CATALOGUE_PACKAGE).joinpath(CATALOGUE_RESOURCE)
-        return resource.read_text(encoding="utf-8")
-    except (OSError, ModuleNotFoundError) as exc:
-        raise CatalogueError(
-            f"cannot read the packaged catalogue {CATALOGUE_PACKAGE}/{CATALOGUE_RESOURCE}: {exc}"
-        ) from exc
+_CATALOGUE_FILE = loading.ReferenceFile(
+    ConditionCatalogue,
+    CatalogueError,
+    "condition catalogue",
+    entries={"conditions": "condition", "sources": "source"},
+    entry_keys={"conditions": "code"},
+    whole="catalogue",
+    top_level="version, published, sources and conditions",
+    package=CATALOGUE_PACKAGE,
+    resource=CATALOGUE_RESOURCE,
+    packaged="catalogue",
+)
 
 
 def load_catalogue(text: str | None = None) -> ConditionCatalogue:
@@ -394,21 +345,7 @@ def load_catalogue(text: str | None = None) -> ConditionCatalogue:
 
     Raises CatalogueError naming the entry and field of every problem found.
     """
-    if text is None:
-        text = _packaged_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogueError(f"the condition catalogue is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CatalogueError(
-            "the condition catalogue must be a YAML mapping with version, published, "
-            "sources and conditions"
-        )
-    try:
-        return ConditionCatalogue.model_validate(data)
-    except ValidationError as exc:
-        raise CatalogueError(_format_errors(exc, data)) from exc
+    return _CATALOGUE_FILE.load(text)
 
 
 @lru_cache(maxsize=1)

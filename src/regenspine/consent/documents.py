@@ -22,23 +22,15 @@ from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StrictBool, StringConstraints, field_validator, model_validator
 
 from regenspine.catalog.conditions import SpinalRegion, levels_for_region
 from regenspine.i18n import DEFAULT_TIMEZONE
+from regenspine.reference import loading
+from regenspine.reference.loading import FrozenModel, Slug
 
 DOCUMENTS_PACKAGE = "regenspine.reference.consent"
 DEFAULT_DOCUMENT_CODE = "bmac-spine"
@@ -74,7 +66,6 @@ LanguageCode = Literal["en", "pl"]
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "pl")
 
 DocumentCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")]
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 
 _FILE_NAME = re.compile(r"^(?P<code>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)-(?P<version>[1-9][0-9]*)\.yaml$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -130,11 +121,7 @@ def _placeholder_problem(text: str) -> tuple[frozenset[str], str | None]:
     return used, None
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LocalizedText(_Frozen):
+class LocalizedText(FrozenModel):
     """One text in every language the clinic uses; a missing language is an error."""
 
     en: str
@@ -171,7 +158,7 @@ class LocalizedText(_Frozen):
         return frozenset(_PLACEHOLDER.findall(self.en))
 
 
-class Section(_Frozen):
+class Section(FrozenModel):
     """A titled part of the information, in paragraphs (blank-line separated)."""
 
     id: Slug
@@ -179,7 +166,7 @@ class Section(_Frozen):
     body: LocalizedText
 
 
-class Risk(_Frozen):
+class Risk(FrozenModel):
     """One risk the patient is told about.
 
     ``serious`` means the complication *can* be serious (hospital treatment, an operation,
@@ -193,14 +180,14 @@ class Risk(_Frozen):
     serious: StrictBool
 
 
-class Declaration(_Frozen):
+class Declaration(FrozenModel):
     """A statement the patient confirms by signing."""
 
     id: Slug
     text: LocalizedText
 
 
-class RegionNames(_Frozen):
+class RegionNames(FrozenModel):
     """How each spinal region is named in the text (fills ``{region}``)."""
 
     lumbar: LocalizedText
@@ -208,7 +195,7 @@ class RegionNames(_Frozen):
     cervical: LocalizedText
 
 
-class FrequencyLabels(_Frozen):
+class FrequencyLabels(FrozenModel):
     """The word shown for each frequency, in every language."""
 
     common: LocalizedText
@@ -221,7 +208,7 @@ def _duplicates(ids: Sequence[str]) -> list[str]:
     return sorted({i for i in ids if ids.count(i) > 1})
 
 
-class ConsentDocument(_Frozen):
+class ConsentDocument(FrozenModel):
     """One version of a consent document, exactly as the patient is shown it."""
 
     code: DocumentCode
@@ -294,19 +281,13 @@ class ConsentDocument(_Frozen):
 
     def risk(self, risk_id: str) -> Risk:
         """The risk with this id; KeyError when there is none."""
-        for risk in self.risks:
-            if risk.id == risk_id:
-                return risk
-        raise KeyError(f"consent document {self.code} v{self.version} has no risk {risk_id!r}")
+        missing = f"consent document {self.code} v{self.version} has no risk {risk_id!r}"
+        return loading.find_entry(self.risks, "id", risk_id, missing)
 
     def section(self, section_id: str) -> Section:
         """The section with this id; KeyError when there is none."""
-        for section in self.sections:
-            if section.id == section_id:
-                return section
-        raise KeyError(
-            f"consent document {self.code} v{self.version} has no section {section_id!r}"
-        )
+        missing = f"consent document {self.code} v{self.version} has no section {section_id!r}"
+        return loading.find_entry(self.sections, "id", section_id, missing)
 
     def texts(self) -> Iterator[tuple[str, LocalizedText]]:
         """Every text in the document as (path, text), e.g. ("risks[1].detail", ...)."""
@@ -468,51 +449,17 @@ def _levels(levels: Sequence[str], region: str) -> tuple[str, ...]:
 # --- Loading ---------------------------------------------------------------------------
 
 
-def _path(parts: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-_ENTRY_KINDS = {"sections": "section", "risks": "risk", "declarations": "declaration"}
-
-
-def _describe(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    """Turn a pydantic error location into "risk #2 ('infection'), field detail.pl"."""
-    if len(loc) >= 2 and loc[0] in _ENTRY_KINDS and isinstance(loc[1], int):
-        head = f"{_ENTRY_KINDS[str(loc[0])]} #{loc[1] + 1}"
-        entries = data.get(str(loc[0]))
-        if isinstance(entries, list) and loc[1] < len(entries):
-            entry = entries[loc[1]]
-            if isinstance(entry, dict) and entry.get("id") is not None:
-                head += f" ({entry['id']!r})"
-        rest = _path(loc[2:])
-        return f"{head}, field {rest}" if rest else head
-    return f"field {_path(loc)}" if loc else "document"
-
-
 def parse_document(text: str, source: str = "<text>") -> ConsentDocument:
     """Parse and validate one consent document from YAML text.
 
     Raises ConsentDocumentError naming the source, and the entry and field of every problem.
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConsentDocumentError(f"consent document {source} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConsentDocumentError(f"consent document {source} must be a YAML mapping")
-    try:
-        return ConsentDocument.model_validate(data)
-    except ValidationError as exc:
-        lines = [
-            f"{_describe(error['loc'], data)}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors(include_url=False)
-        ]
-        raise ConsentDocumentError(
-            f"invalid consent document {source}:\n  " + "\n  ".join(lines)
-        ) from exc
+    name = f"consent document {source}"
+    entries = {"sections": "section", "risks": "risk", "declarations": "declaration"}
+    spec = loading.ReferenceFile(
+        ConsentDocument, ConsentDocumentError, name, entries, whole="document", subject=name
+    )
+    return spec.load(text)
 
 
 def available_documents() -> list[tuple[str, int]]:
@@ -535,11 +482,9 @@ def load_document(code: str, version: int) -> ConsentDocument:
     if (code, version) not in available_documents():
         raise UnknownConsentDocument(code, version)
     name = f"{code}-{version}.yaml"
-    resource = resources.files(DOCUMENTS_PACKAGE).joinpath(name)
-    try:
-        text = resource.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConsentDocumentError(f"cannot read consent document {name}: {exc}") from exc
+    text = loading.read_packaged(
+        DOCUMENTS_PACKAGE, name, ConsentDocumentError, f"consent document {name}"
+    )
     document = parse_document(text, source=name)
     if (document.code, document.version) != (code, version):
         raise ConsentDocumentError(

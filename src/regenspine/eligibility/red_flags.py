@@ -16,28 +16,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from functools import lru_cache
-from importlib import resources
-from typing import Annotated, Any
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import model_validator
 
-from regenspine.catalog.conditions import SpinalRegion
+from regenspine.catalog.conditions import Regions, SpinalRegion
 from regenspine.errors import N_, Message
+from regenspine.reference import loading
+from regenspine.reference.loading import FrozenModel, Slug, Text, Version
 
 RED_FLAGS_PACKAGE = "regenspine.reference"
 RED_FLAGS_RESOURCE = "red_flags.yaml"
-
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Version = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}\.[0-9]{1,2}\.[0-9]+$")]
 
 
 class RedFlagError(ValueError):
@@ -87,42 +75,27 @@ CATEGORY_REGIONS: dict[RedFlagCategory, frozenset[SpinalRegion]] = {
 # --- Models ----------------------------------------------------------------------------
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RedFlagSource(_Frozen):
+class RedFlagSource(FrozenModel):
     id: Slug
     title: Text
     citation: Text
     note: Text | None = None
 
 
-class Question(_Frozen):
+class Question(FrozenModel):
     en: Text
     pl: Text
 
 
-class RedFlagItem(_Frozen):
+class RedFlagItem(FrozenModel):
     """One yes/no question; "yes" is a red flag."""
 
     id: Slug
     category: RedFlagCategory
     question: Question
-    regions: tuple[SpinalRegion, ...]
+    regions: Regions
     source: Slug
     note: Text | None = None
-
-    @field_validator("regions")
-    @classmethod
-    def _regions_non_empty_and_distinct(
-        cls, regions: tuple[SpinalRegion, ...]
-    ) -> tuple[SpinalRegion, ...]:
-        if not regions:
-            raise ValueError("regions must name at least one of lumbar, cervical, thoracic")
-        if len(set(regions)) != len(regions):
-            raise ValueError("regions lists a region twice")
-        return regions
 
     @model_validator(mode="after")
     def _regions_fit_the_category(self) -> RedFlagItem:
@@ -140,15 +113,11 @@ class RedFlagItem(_Frozen):
 
     def text(self, language: str) -> str:
         """The question in 'pl' or 'en' (a locale such as 'pl_PL' or 'en-GB' is accepted)."""
-        primary = language.replace("_", "-").split("-", 1)[0].lower()
-        if primary == "pl":
-            return self.question.pl
-        if primary == "en":
-            return self.question.en
-        raise ValueError(f"red flag {self.id!r} has no text in {language!r}; use 'pl' or 'en'")
+        missing = f"red flag {self.id!r} has no text in {language!r}; use 'pl' or 'en'"
+        return loading.in_language(self.question, language, missing)
 
 
-class RedFlagList(_Frozen):
+class RedFlagList(FrozenModel):
     version: Version
     published: date
     sources: tuple[RedFlagSource, ...]
@@ -192,17 +161,13 @@ class RedFlagList(_Frozen):
 
     def get(self, item_id: str) -> RedFlagItem:
         """The item with this id; KeyError when there is none."""
-        for item in self.items:
-            if item.id == item_id:
-                return item
-        raise KeyError(f"no red-flag item {item_id!r} in list {self.version}")
+        missing = f"no red-flag item {item_id!r} in list {self.version}"
+        return loading.find_entry(self.items, "id", item_id, missing)
 
     def source(self, source_id: str) -> RedFlagSource:
         """The declared source with this id; KeyError when there is none."""
-        for source in self.sources:
-            if source.id == source_id:
-                return source
-        raise KeyError(f"no source with id {source_id!r} in red-flag list {self.version}")
+        missing = f"no source with id {source_id!r} in red-flag list {self.version}"
+        return loading.find_entry(self.sources, "id", source_id, missing)
 
 
 # --- Screening -------------------------------------------------------------------------
@@ -256,41 +221,15 @@ def screen(
 # --- Loading ---------------------------------------------------------------------------
 
 
-def _path(parts: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _describe(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    """Turn a pydantic error location into "item #4 ('night_pain'), field regions[0]"."""
-    if len(loc) >= 2 and loc[0] in ("items", "sources") and isinstance(loc[1], int):
-        head = f"{'item' if loc[0] == 'items' else 'source'} #{loc[1] + 1}"
-        entries = data.get(str(loc[0]))
-        if isinstance(entries, list) and loc[1] < len(entries):
-            entry = entries[loc[1]]
-            if isinstance(entry, dict) and entry.get("id") is not None:
-                head += f" ({entry['id']!r})"
-        rest = _path(loc[2:])
-        return f"{head}, field {rest}" if rest else head
-    return f"field {_path(loc)}"
-
-
-def _line(loc: tuple[int | str, ...], msg: str, data: dict[str, Any]) -> str:
-    msg = msg.removeprefix("Value error, ")
-    return f"{_describe(loc, data)}: {msg}" if loc else msg
-
-
-def _packaged_text() -> str:
-    try:
-        resource = resources.files(RED_FLAGS_PACKAGE).joinpath(RED_FLAGS_RESOURCE)
-        return resource.read_text(encoding="utf-8")
-    except (OSError, ModuleNotFoundError) as exc:
-        raise RedFlagError(
-            f"cannot read the packaged red-flag list {RED_FLAGS_PACKAGE}/{RED_FLAGS_RESOURCE}: "
-            f"{exc}"
-        ) from exc
+_RED_FLAG_FILE = loading.ReferenceFile(
+    RedFlagList,
+    RedFlagError,
+    "red-flag list",
+    entries={"items": "item", "sources": "source"},
+    top_level="version, published, sources and items",
+    package=RED_FLAGS_PACKAGE,
+    resource=RED_FLAGS_RESOURCE,
+)
 
 
 def load_red_flags(text: str | None = None) -> RedFlagList:
@@ -298,21 +237,7 @@ def load_red_flags(text: str | None = None) -> RedFlagList:
 
     Raises RedFlagError naming the item and field of every problem found.
     """
-    if text is None:
-        text = _packaged_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RedFlagError(f"the red-flag list is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RedFlagError(
-            "the red-flag list must be a YAML mapping with version, published, sources and items"
-        )
-    try:
-        return RedFlagList.model_validate(data)
-    except ValidationError as exc:
-        lines = [_line(error["loc"], error["msg"], data) for error in exc.errors(include_url=False)]
-        raise RedFlagError("invalid red-flag list:\n  " + "\n  ".join(lines)) from exc
+    return _RED_FLAG_FILE.load(text)
 
 
 @lru_cache(maxsize=1)

@@ -12,38 +12,28 @@ an ``is_missing`` rule that asks for review (the loader refuses a rule set witho
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 import string
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from functools import lru_cache
-from importlib import resources
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StringConstraints, model_validator
+
+from regenspine.eligibility.inputs import INPUT_FIELDS as INPUT_FIELDS
+from regenspine.eligibility.inputs import EligibilityInputs as EligibilityInputs
+from regenspine.eligibility.inputs import FieldKind as FieldKind
+from regenspine.eligibility.inputs import InputField as InputField
+from regenspine.reference import loading
+from regenspine.reference.loading import FrozenModel, Slug, Text, Version
 
 RULES_PACKAGE = "regenspine.reference"
 RULES_RESOURCE = "eligibility_rules.yaml"
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Version = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}\.[0-9]{1,2}\.[0-9]+$")]
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,}-[0-9]{3,}$")]
 Number = StrictInt | StrictFloat
 
@@ -104,152 +94,22 @@ COMPARISONS: dict[Op, Callable[[Any, Any], bool]] = {
 ORDERING_OPS = frozenset({Op.LT, Op.LTE, Op.GT, Op.GTE})
 
 
-# --- Inputs ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EligibilityInputs:
-    """Everything a decision looks at; None (or no levels) means "not recorded"."""
-
-    red_flag_positive: bool
-    active_infection: bool
-    active_malignancy: bool
-    pregnancy: bool
-    bleeding_disorder: bool
-    immunosuppression: bool
-    anticoagulant: bool
-    pain_weeks: int | None
-    conservative_treatment_weeks: int | None
-    bmi: float | None
-    target_levels: tuple[str, ...]
-    prior_fusion_levels: tuple[str, ...]
-    max_disc_height_loss_percent: float | None
-    min_pfirrmann_at_target: int | None
-    max_pfirrmann_at_target: int | None
-    modic_at_target: bool | None
-
-    def __post_init__(self) -> None:
-        for name, spec in INPUT_FIELDS.items():
-            value = getattr(self, name)
-            if spec.kind is FieldKind.LEVELS:
-                object.__setattr__(self, name, _levels(name, value))
-            elif value is None:
-                if not spec.optional:
-                    raise ValueError(f"{name} must be given (True or False), not None")
-            elif spec.kind is FieldKind.FLAG:
-                if not isinstance(value, bool):
-                    raise ValueError(f"{name} must be True or False, got {value!r}")
-            else:
-                _check_number(name, value, integer=spec.integer)
-        low, high = self.min_pfirrmann_at_target, self.max_pfirrmann_at_target
-        if (low is None) != (high is None):
-            raise ValueError("give both Pfirrmann grades at the target levels, or neither")
-        if low is not None and high is not None and not 1 <= low <= high <= 5:
-            raise ValueError(
-                f"Pfirrmann grades must satisfy 1 <= min <= max <= 5, got {low}, {high}"
-            )
-        loss = self.max_disc_height_loss_percent
-        if loss is not None and loss > 100:
-            raise ValueError(f"max_disc_height_loss_percent cannot exceed 100, got {loss}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe copy (levels as lists), for storing exactly what a decision saw."""
-        return {
-            name: list(value) if isinstance(value, tuple) else value
-            for name, value in self._values().items()
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EligibilityInputs:
-        """The inputs back from ``as_dict()`` (to re-run a stored decision); all keys required."""
-        unknown = sorted(set(data) - set(INPUT_FIELDS))
-        missing = [name for name in INPUT_FIELDS if name not in data]
-        if unknown or missing:
-            raise ValueError(
-                f"eligibility inputs do not match: missing {missing or 'none'}, "
-                f"unknown {unknown or 'none'}"
-            )
-        return cls(**dict(data))
-
-    def _values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in INPUT_FIELDS}
-
-
-def _levels(name: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, (tuple, list)) or not all(
-        isinstance(level, str) and level for level in value
-    ):
-        raise ValueError(f"{name} must be a sequence of level names such as 'L4-L5'")
-    if len(set(value)) != len(value):
-        raise ValueError(f"{name} lists a level twice: {list(value)}")
-    return tuple(value)
-
-
-def _check_number(name: str, value: Any, *, integer: bool) -> None:
-    allowed = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        raise ValueError(f"{name} must be {'a whole' if integer else 'a'} number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number of at least 0, got {value!r}")
-
-
-class FieldKind(StrEnum):
-    FLAG = "flag"
-    NUMBER = "number"
-    LEVELS = "levels"
-
-
-@dataclass(frozen=True)
-class InputField:
-    name: str
-    kind: FieldKind
-    optional: bool  # may be None (or, for levels, empty) - needs an is_missing rule
-    integer: bool = False
-
-
-def _input_fields() -> dict[str, InputField]:
-    """The inputs a rule may name, read off EligibilityInputs so the two cannot drift."""
-    hints = typing.get_type_hints(EligibilityInputs)
-    found: dict[str, InputField] = {}
-    for spec in dataclasses.fields(EligibilityInputs):
-        hint = hints[spec.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        base = next(a for a in args if a is not type(None)) if optional else hint
-        if base is bool:
-            found[spec.name] = InputField(spec.name, FieldKind.FLAG, optional)
-        elif base in (int, float):
-            found[spec.name] = InputField(spec.name, FieldKind.NUMBER, optional, base is int)
-        elif typing.get_origin(base) is tuple and typing.get_args(base) == (str, Ellipsis):
-            found[spec.name] = InputField(spec.name, FieldKind.LEVELS, optional=False)
-        else:  # pragma: no cover - a new kind of input needs a decision here first
-            raise TypeError(f"EligibilityInputs.{spec.name}: unsupported type {hint}")
-    return found
-
-
-INPUT_FIELDS: dict[str, InputField] = _input_fields()
-
-
 # --- Rule-set models -------------------------------------------------------------------
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RuleSource(_Frozen):
+class RuleSource(FrozenModel):
     id: Slug
     title: Text
     citation: Text
     note: Text | None = None
 
 
-class RuleText(_Frozen):
+class RuleText(FrozenModel):
     en: Text
     pl: Text
 
 
-class Clause(_Frozen):
+class Clause(FrozenModel):
     """One condition on one input; a rule's clauses must all hold for it to fire."""
 
     field: str
@@ -319,7 +179,7 @@ def placeholders(template: str) -> list[str]:
     return names
 
 
-class Rule(_Frozen):
+class Rule(FrozenModel):
     id: RuleId
     text: RuleText
     outcome: RuleOutcome
@@ -360,7 +220,7 @@ class Rule(_Frozen):
         return found[0] if len(found) == 1 else None
 
 
-class RuleSet(_Frozen):
+class RuleSet(FrozenModel):
     version: Version
     published: date
     sources: tuple[RuleSource, ...]
@@ -437,17 +297,13 @@ class RuleSet(_Frozen):
 
     def get(self, rule_id: str) -> Rule:
         """The rule with this id; KeyError when there is none."""
-        for rule in self.rules:
-            if rule.id == rule_id:
-                return rule
-        raise KeyError(f"no rule {rule_id!r} in eligibility rule set {self.version}")
+        missing = f"no rule {rule_id!r} in eligibility rule set {self.version}"
+        return loading.find_entry(self.rules, "id", rule_id, missing)
 
     def source(self, source_id: str) -> RuleSource:
         """The declared source with this id; KeyError when there is none."""
-        for source in self.sources:
-            if source.id == source_id:
-                return source
-        raise KeyError(f"no source {source_id!r} in eligibility rule set {self.version}")
+        missing = f"no source {source_id!r} in eligibility rule set {self.version}"
+        return loading.find_entry(self.sources, "id", source_id, missing)
 
 
 # --- Evaluation ------------------------------------------------------------------------
@@ -569,30 +425,16 @@ def evaluate(inputs: EligibilityInputs, ruleset: RuleSet) -> EligibilityResult:
 # --- Loading ---------------------------------------------------------------------------
 
 
-def _path(parts: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _describe(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    """Turn a pydantic error location into "rule #4 ('EL-004'), field when[0].op"."""
-    if len(loc) >= 2 and loc[0] in ("rules", "sources") and isinstance(loc[1], int):
-        head = f"{'rule' if loc[0] == 'rules' else 'source'} #{loc[1] + 1}"
-        entries = data.get(str(loc[0]))
-        if isinstance(entries, list) and loc[1] < len(entries):
-            entry = entries[loc[1]]
-            if isinstance(entry, dict) and entry.get("id") is not None:
-                head += f" ({entry['id']!r})"
-        rest = _path(loc[2:])
-        return f"{head}, field {rest}" if rest else head
-    return f"field {_path(loc)}"
-
-
-def _line(loc: tuple[int | str, ...], msg: str, data: dict[str, Any]) -> str:
-    msg = msg.removeprefix("Value error, ")
-    return f"{_describe(loc, data)}: {msg}" if loc else msg
+_RULE_SET_FILE = loading.ReferenceFile(
+    RuleSet,
+    RuleSetError,
+    "eligibility rule set",
+    entries={"rules": "rule", "sources": "source"},
+    top_level="version, published, sources, params and rules",
+    package=RULES_PACKAGE,
+    resource=RULES_RESOURCE,
+    packaged="rule set",
+)
 
 
 def parse_ruleset(text: str) -> RuleSet:
@@ -600,33 +442,13 @@ def parse_ruleset(text: str) -> RuleSet:
 
     Raises RuleSetError naming the rule and field of every problem found.
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleSetError(f"the eligibility rule set is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RuleSetError(
-            "the eligibility rule set must be a YAML mapping with version, published, "
-            "sources, params and rules"
-        )
-    try:
-        return RuleSet.model_validate(data)
-    except ValidationError as exc:
-        lines = [_line(error["loc"], error["msg"], data) for error in exc.errors(include_url=False)]
-        raise RuleSetError("invalid eligibility rule set:\n  " + "\n  ".join(lines)) from exc
+    return _RULE_SET_FILE.load(text)
 
 
 @lru_cache(maxsize=1)
 def current_ruleset() -> RuleSet:
     """The packaged rule set, loaded and validated once."""
-    try:
-        resource = resources.files(RULES_PACKAGE).joinpath(RULES_RESOURCE)
-        text = resource.read_text(encoding="utf-8")
-    except (OSError, ModuleNotFoundError) as exc:
-        raise RuleSetError(
-            f"cannot read the packaged rule set {RULES_PACKAGE}/{RULES_RESOURCE}: {exc}"
-        ) from exc
-    return parse_ruleset(text)
+    return _RULE_SET_FILE.load()
 
 
 def available_versions() -> tuple[str, ...]:

@@ -88,6 +88,7 @@ def panel(request: Request, db: Db, actor: PageActor, patient_id: int) -> Respon
         {
             "patient_id": patient_id,
             "episodes": episodes,
+            "timelines": service.timelines(db, [e.id for e in episodes]),
             "state_labels": STATE_LABELS,
             "conditions": _conditions(actor.language),
             "catalogue": get_catalogue(),

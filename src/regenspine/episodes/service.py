@@ -323,6 +323,19 @@ def timeline(session: Session, episode: Episode) -> list[EpisodeEvent]:
     )
 
 
+def timelines(session: Session, episode_ids: list[int]) -> dict[int, list[EpisodeEvent]]:
+    """Events of several episodes in one query (the chart shows every episode's timeline)."""
+    grouped: dict[int, list[EpisodeEvent]] = {i: [] for i in episode_ids}
+    if episode_ids:
+        for event in session.scalars(
+            select(EpisodeEvent)
+            .where(EpisodeEvent.episode_id.in_(episode_ids))
+            .order_by(EpisodeEvent.id)
+        ):
+            grouped[event.episode_id].append(event)
+    return grouped
+
+
 def episodes_of_patient(session: Session, actor: Actor, patient_id: int) -> list[Episode]:
     actor.require(Permission.EPISODE_READ)
     return list(
