@@ -18,6 +18,31 @@ STENOSIS = ("none", "mild", "moderate", "severe")
 SIDES = ("left", "right", "bilateral")
 TEXT_MAX = 2000
 
+# The words shown for stored values; the values themselves stay in English in the database.
+VALUE_LABELS: dict[str, str] = {
+    "none": N_("none"),
+    "bulge": N_("bulge"),
+    "protrusion": N_("protrusion"),
+    "extrusion": N_("extrusion"),
+    "sequestration": N_("sequestration"),
+    "mild": N_("mild"),
+    "moderate": N_("moderate"),
+    "severe": N_("severe"),
+    "left": N_("left"),
+    "right": N_("right"),
+    "bilateral": N_("bilateral"),
+}
+REGION_LABELS: dict[str, str] = {
+    "lumbar": N_("lumbar"),
+    "cervical": N_("cervical"),
+    "thoracic": N_("thoracic"),
+    "spinal": N_("spinal"),
+}
+
+
+def _region(name: str) -> Message:
+    return Message(REGION_LABELS.get(name, name))
+
 
 def all_levels() -> list[str]:
     return [lv for region in ("cervical", "thoracic", "lumbar") for lv in levels_for_region(region)]
@@ -144,7 +169,7 @@ def _levels(
         errors[key] = Message(
             N_("%(levels)s is not a %(region)s disc level (allowed: %(first)s to %(last)s)."),
             levels=", ".join(wrong),
-            region=region_name,
+            region=_region(region_name),
             first=allowed[0],
             last=allowed[-1],
         )
@@ -197,7 +222,7 @@ def validate_consultation(
             errors[key] = Message(
                 N_("%(levels)s is not a %(region)s disc level (allowed: %(first)s to %(last)s)."),
                 levels=level,
-                region=region,
+                region=_region(region),
                 first=region_levels[0],
                 last=region_levels[-1],
             )
@@ -237,7 +262,9 @@ def validate_consultation(
         label = condition.name.en
         if region not in [str(r) for r in condition.regions]:
             errors[key] = Message(
-                N_("%(condition)s is not a %(region)s condition."), condition=label, region=region
+                N_("%(condition)s is not a %(region)s condition."),
+                condition=label,
+                region=_region(region),
             )
             continue
         levels = _levels(item.get("levels"), key, region_levels, errors, region)

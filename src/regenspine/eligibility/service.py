@@ -185,7 +185,7 @@ def evaluate_episode(
     target = DECISION_STATE[result.decision]
     if EpisodeState(episode.state) in EVALUABLE:
         episodes.advance(
-            session, actor, episode.id, Step.EVALUATE, target, reason=result.decision.value
+            session, actor, episode.id, Step.EVALUATE, target, reason=None
         )
     return decision
 

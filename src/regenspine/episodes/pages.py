@@ -12,7 +12,14 @@ from starlette.datastructures import UploadFile
 from regenspine.auth.permissions import Permission, Role
 from regenspine.catalog.conditions import get_catalogue
 from regenspine.episodes import consent, documents, service
-from regenspine.episodes.states import STATE_LABELS, EpisodeState, Step, allowed_steps
+from regenspine.episodes.states import (
+    DECISION_LABELS,
+    RULE_OUTCOME_LABELS,
+    STATE_LABELS,
+    EpisodeState,
+    Step,
+    allowed_steps,
+)
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web.boundary import refusable
 from regenspine.web.security import Db, PageActor, page_requires
@@ -154,6 +161,8 @@ def _episode_page(
             "events": service.timeline(db, episode),
             "state_labels": STATE_LABELS,
             "step_labels": STEP_LABELS,
+            "decision_labels": DECISION_LABELS,
+            "outcome_labels": RULE_OUTCOME_LABELS,
             "steps": steps,
             "condition": get_catalogue().get(episode.condition_code),
             "decision": service.latest_decision(db, episode),

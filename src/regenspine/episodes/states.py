@@ -139,6 +139,17 @@ NEEDS_VALID_CONSENT = frozenset(
 )
 
 
+DECISION_LABELS: dict[str, str] = {
+    "eligible": N_("eligible"),
+    "not_eligible": N_("not eligible"),
+    "needs_review": N_("needs the doctor's review"),
+}
+RULE_OUTCOME_LABELS: dict[str, str] = {
+    "exclude": N_("excludes"),
+    "needs_review": N_("needs review"),
+    "supports": N_("supports"),
+}
+
 # The state each engine decision leads to ("needs review" keeps the episode assessed).
 DECISION_TARGET: dict[str, EpisodeState] = {
     "eligible": EpisodeState.ELIGIBLE,
