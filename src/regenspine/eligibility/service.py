@@ -184,9 +184,7 @@ def evaluate_episode(
     )
     target = DECISION_STATE[result.decision]
     if EpisodeState(episode.state) in EVALUABLE:
-        episodes.advance(
-            session, actor, episode.id, Step.EVALUATE, target, reason=None
-        )
+        episodes.advance(session, actor, episode.id, Step.EVALUATE, target, reason=None)
     return decision
 
 
