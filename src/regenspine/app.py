@@ -21,8 +21,15 @@ STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     from regenspine.catalog.conditions import get_catalogue
+    from regenspine.consent.documents import current_document
+    from regenspine.eligibility.red_flags import get_red_flags
+    from regenspine.eligibility.rules import current_ruleset
 
-    get_catalogue()  # reference data is validated at start-up; a broken file stops the app
+    # Reference data is validated at start-up: a broken file stops the app, not a consultation.
+    get_catalogue()
+    get_red_flags()
+    current_ruleset()
+    current_document()
 
     app = FastAPI(
         title="RegenSpine",
