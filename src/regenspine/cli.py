@@ -159,6 +159,39 @@ def demo(
         console.print(f"  {username:<12} {role}")
 
 
+@app.command("backup")
+def backup_command(
+    out: Annotated[Path, typer.Option("--out", help="File to write the backup to.")],
+) -> None:
+    """Write a consistent backup of the database while the clinic keeps working."""
+    from regenspine.backup import backup
+
+    try:
+        info = backup(get_settings().database_url, out)
+    except DomainError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]Backup written[/green]: {info.path} ({info.size_bytes} bytes)")
+
+
+@app.command("restore")
+def restore_command(
+    source: Annotated[Path, typer.Argument(help="A file written by `regenspine backup`.")],
+    force: Annotated[
+        bool, typer.Option(help="Replace a database that already has records.")
+    ] = False,
+) -> None:
+    """Restore a backup into the configured database (an empty one unless --force)."""
+    from regenspine.backup import restore
+
+    try:
+        restore(get_settings().database_url, source, force=force)
+    except DomainError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print("[green]Restored.[/green] Run `regenspine audit verify` to check the chain.")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Walk the hash chain; exit 1 and name the first broken link if it was tampered with."""
