@@ -60,8 +60,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from regenspine.episodes import pages as episodes_pages
     from regenspine.patients import api as patients_api
     from regenspine.patients import pages as patients_pages
+    from regenspine.privacy import api as privacy_api
 
-    for module in (auth_api, patients_api, episodes_api, eligibility_api, audit_api, catalog_api):
+    for module in (
+        auth_api,
+        patients_api,
+        episodes_api,
+        eligibility_api,
+        privacy_api,
+        audit_api,
+        catalog_api,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     for module in (auth_pages, patients_pages, episodes_pages, eligibility_pages, audit_pages):
         app.include_router(module.router, include_in_schema=False)

@@ -45,6 +45,7 @@ class Permission(StrEnum):
     CONSULTATION_RECORD = "consultation:record"
     ELIGIBILITY_OVERRIDE = "eligibility:override"
     CONSENT_RECORD = "consent:record"
+    PRIVACY_MANAGE = "privacy:manage"  # patients' access and erasure requests
 
 
 _CLINICAL_WRITE = {
@@ -87,7 +88,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.MEDICAL_DIRECTOR: frozenset(
         _CLINICAL_WRITE
         | _PATHWAY_CLINICIAN
-        | {Permission.CARE_TEAM_MANAGE, Permission.AUDIT_READ, Permission.AUDIT_EXPORT}
+        | {
+            Permission.CARE_TEAM_MANAGE,
+            Permission.AUDIT_READ,
+            Permission.AUDIT_EXPORT,
+            Permission.PRIVACY_MANAGE,
+        }
     ),
     Role.AUDITOR: frozenset(
         {

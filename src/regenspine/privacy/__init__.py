@@ -1,0 +1,1 @@
+"""Patients' data rights: a complete access export, and erasure within the law's retention rules."""
