@@ -338,6 +338,9 @@ def timelines(session: Session, episode_ids: list[int]) -> dict[int, list[Episod
 
 def episodes_of_patient(session: Session, actor: Actor, patient_id: int) -> list[Episode]:
     actor.require(Permission.EPISODE_READ)
+    patient = session.get(patients.Patient, patient_id)
+    if patient is not None:  # the record-level rule: care-team-bound roles see their own only
+        patients.ensure_patient_access(session, actor, patient)
     return list(
         session.scalars(
             select(Episode).where(Episode.patient_id == patient_id).order_by(Episode.id.desc())
