@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from regenspine.audit import service
 from regenspine.audit.schemas import AuditPagePublic, AuditRecordPublic, ChainStatus
 from regenspine.auth.permissions import Permission
-from regenspine.web.openapi import Responses, responses
+from regenspine.web.openapi import ROW_ID_MAX, Responses, responses
 from regenspine.web.security import ApiActor, Db, requires
 
 router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[requires(Permission.AUDIT_READ)])
@@ -21,7 +21,7 @@ CSV_RESPONSE: Responses = {200: {"description": "The log as CSV", "content": {"t
 
 
 def audit_filter(
-    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    patient_id: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None,
     username: Annotated[str | None, Query(max_length=150)] = None,
     action: Annotated[str | None, Query(max_length=80)] = None,
     date_from: date | None = None,

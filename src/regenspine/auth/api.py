@@ -14,14 +14,15 @@ from regenspine.auth.schemas import (
     UserPublic,
     UserUpdate,
 )
-from regenspine.web.openapi import responses
+from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import AccountApiActor, ApiActor, Db, Ident
 
 router = APIRouter(tags=["accounts"])
 REFUSALS = responses(401, 403)
 
 
-@router.get("/me", response_model=Me, responses=REFUSALS)
+# Any signed-in caller may ask who they are: no 403 (AccountApiActor has no role gate).
+@router.get("/me", response_model=Me, responses=responses(401))
 def me(actor: AccountApiActor, identity: Ident) -> Me:
     return Me(
         username=actor.username,
@@ -65,7 +66,7 @@ def create_user(body: UserCreate, db: Db, actor: ApiActor) -> UserPublic:
     response_model=UserPublic,
     responses=REFUSALS | responses(404, 409),
 )
-def update_user(user_id: int, body: UserUpdate, db: Db, actor: ApiActor) -> UserPublic:
+def update_user(user_id: RowId, body: UserUpdate, db: Db, actor: ApiActor) -> UserPublic:
     user = service.update_user(
         db, actor, user_id, role=body.role.value if body.role else None, is_active=body.is_active
     )
@@ -95,6 +96,6 @@ def create_token(body: ApiTokenCreate, db: Db, actor: ApiActor) -> ApiTokenCreat
     status_code=204,
     responses=REFUSALS | responses(404),
 )
-def revoke_token(token_id: int, db: Db, actor: ApiActor) -> Response:
+def revoke_token(token_id: RowId, db: Db, actor: ApiActor) -> Response:
     service.revoke_api_token(db, actor, token_id)
     return Response(status_code=204)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from regenspine.auth.permissions import Permission
 from regenspine.eligibility import service
 from regenspine.episodes import service as episodes
-from regenspine.web.openapi import responses
+from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
 router = APIRouter(tags=["eligibility"], dependencies=[requires(Permission.EPISODE_READ)])
@@ -73,7 +73,7 @@ class AssessmentResult(BaseModel):
     status_code=201,
     responses=REFUSALS | responses(409, 422),
 )
-def assess(episode_id: int, body: AssessmentCreate, db: Db, actor: ApiActor) -> AssessmentResult:
+def assess(episode_id: RowId, body: AssessmentCreate, db: Db, actor: ApiActor) -> AssessmentResult:
     consultation, screening, decision = service.assess(
         db,
         actor,
@@ -93,7 +93,7 @@ def assess(episode_id: int, body: AssessmentCreate, db: Db, actor: ApiActor) -> 
 
 
 @router.get("/episodes/{episode_id}/decision", response_model=DecisionPublic, responses=REFUSALS)
-def latest_decision(episode_id: int, db: Db, actor: ApiActor) -> DecisionPublic:
+def latest_decision(episode_id: RowId, db: Db, actor: ApiActor) -> DecisionPublic:
     episode = episodes.get_episode(db, actor, episode_id)
     decision = episodes.latest_decision(db, episode)
     if decision is None:
@@ -115,7 +115,7 @@ def latest_decision(episode_id: int, db: Db, actor: ApiActor) -> DecisionPublic:
     status_code=201,
     responses=REFUSALS | responses(409, 422),
 )
-def override(episode_id: int, body: OverrideCreate, db: Db, actor: ApiActor) -> DecisionPublic:
+def override(episode_id: RowId, body: OverrideCreate, db: Db, actor: ApiActor) -> DecisionPublic:
     return DecisionPublic.model_validate(
         service.override(db, actor, episode_id, body.justification)
     )
@@ -126,5 +126,5 @@ def override(episode_id: int, body: OverrideCreate, db: Db, actor: ApiActor) -> 
     status_code=204,
     responses=REFUSALS | responses(409, 422),
 )
-def clear_red_flag(episode_id: int, body: RedFlagClearance, db: Db, actor: ApiActor) -> None:
+def clear_red_flag(episode_id: RowId, body: RedFlagClearance, db: Db, actor: ApiActor) -> None:
     service.clear_red_flag(db, actor, episode_id, body.note)

@@ -14,7 +14,7 @@ from regenspine.episodes.schemas import (
     StepRequest,
     WorkItemPublic,
 )
-from regenspine.web.openapi import responses
+from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
 router = APIRouter(tags=["episodes"], dependencies=[requires(Permission.EPISODE_READ)])
@@ -34,7 +34,7 @@ def detail(db: Db, episode: service.Episode) -> EpisodeDetail:
     status_code=201,
     responses=REFUSALS | responses(404, 409, 422),
 )
-def open_episode(patient_id: int, body: EpisodeCreate, db: Db, actor: ApiActor) -> EpisodeDetail:
+def open_episode(patient_id: RowId, body: EpisodeCreate, db: Db, actor: ApiActor) -> EpisodeDetail:
     episode = service.open_episode(db, actor, patient_id, body.condition_code, body.region)
     return detail(db, episode)
 
@@ -44,7 +44,7 @@ def open_episode(patient_id: int, body: EpisodeCreate, db: Db, actor: ApiActor) 
     response_model=list[EpisodePublic],
     responses=REFUSALS | responses(404),
 )
-def patient_episodes(patient_id: int, db: Db, actor: ApiActor) -> list[EpisodePublic]:
+def patient_episodes(patient_id: RowId, db: Db, actor: ApiActor) -> list[EpisodePublic]:
     service.patients.get_patient(db, actor, patient_id, purpose="read_episodes")
     return [
         EpisodePublic.model_validate(e) for e in service.episodes_of_patient(db, actor, patient_id)
@@ -54,7 +54,7 @@ def patient_episodes(patient_id: int, db: Db, actor: ApiActor) -> list[EpisodePu
 @router.get(
     "/episodes/{episode_id}", response_model=EpisodeDetail, responses=REFUSALS | responses(404)
 )
-def read_episode(episode_id: int, db: Db, actor: ApiActor) -> EpisodeDetail:
+def read_episode(episode_id: RowId, db: Db, actor: ApiActor) -> EpisodeDetail:
     episode = service.get_episode(db, actor, episode_id)
     service.audit.record(
         db,
@@ -73,7 +73,7 @@ def read_episode(episode_id: int, db: Db, actor: ApiActor) -> EpisodeDetail:
     status_code=201,
     responses=REFUSALS | responses(404, 409, 422),
 )
-def take_step(episode_id: int, body: StepRequest, db: Db, actor: ApiActor) -> EpisodeDetail:
+def take_step(episode_id: RowId, body: StepRequest, db: Db, actor: ApiActor) -> EpisodeDetail:
     service.advance(
         db,
         actor,
@@ -94,7 +94,7 @@ PDF = {200: {"description": "PDF document", "content": {"application/pdf": {}}}}
     response_class=Response,
     responses=REFUSALS | PDF | responses(404, 409),
 )
-def urgent_referral_pdf(episode_id: int, db: Db, actor: ApiActor, lang: str = "pl") -> Response:
+def urgent_referral_pdf(episode_id: RowId, db: Db, actor: ApiActor, lang: str = "pl") -> Response:
     language = lang if lang in ("pl", "en") else "pl"
     return Response(
         documents.urgent_referral_letter(db, actor, episode_id, language),
@@ -107,7 +107,7 @@ def urgent_referral_pdf(episode_id: int, db: Db, actor: ApiActor, lang: str = "p
     response_class=Response,
     responses=REFUSALS | PDF | responses(404, 409),
 )
-def consent_pdf(episode_id: int, db: Db, actor: ApiActor) -> Response:
+def consent_pdf(episode_id: RowId, db: Db, actor: ApiActor) -> Response:
     return Response(documents.signed_consent(db, actor, episode_id), media_type="application/pdf")
 
 

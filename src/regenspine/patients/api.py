@@ -17,7 +17,7 @@ from regenspine.patients.schemas import (
     PatientSearchPage,
     PatientSummary,
 )
-from regenspine.web.openapi import responses
+from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
 router = APIRouter(
@@ -60,7 +60,7 @@ def register(body: PatientCreate, db: Db, actor: ApiActor) -> PatientPublic:
 
 
 @router.get("/{patient_id}", response_model=PatientPublic, responses=REFUSALS | NOT_FOUND)
-def read(patient_id: int, db: Db, actor: ApiActor) -> PatientPublic:
+def read(patient_id: RowId, db: Db, actor: ApiActor) -> PatientPublic:
     return PatientPublic.model_validate(service.get_patient(db, actor, patient_id))
 
 
@@ -69,7 +69,7 @@ def read(patient_id: int, db: Db, actor: ApiActor) -> PatientPublic:
     response_model=list[AmendmentPublic],
     responses=REFUSALS | NOT_FOUND,
 )
-def amendments(patient_id: int, db: Db, actor: ApiActor) -> list[AmendmentPublic]:
+def amendments(patient_id: RowId, db: Db, actor: ApiActor) -> list[AmendmentPublic]:
     patient = service.get_patient(db, actor, patient_id, purpose="read_history")
     return [
         AmendmentPublic.model_validate(a) for a in service.amendment_history(db, actor, patient)
@@ -82,7 +82,7 @@ def amendments(patient_id: int, db: Db, actor: ApiActor) -> list[AmendmentPublic
     status_code=201,
     responses=REFUSALS | NOT_FOUND | INVALID | responses(409),
 )
-def amend(patient_id: int, body: PatientAmend, db: Db, actor: ApiActor) -> list[AmendmentPublic]:
+def amend(patient_id: RowId, body: PatientAmend, db: Db, actor: ApiActor) -> list[AmendmentPublic]:
     rows = service.amend_patient(
         db, actor, patient_id, dict(body.changes), body.reason, body.expected_version
     )
@@ -94,6 +94,6 @@ def amend(patient_id: int, body: PatientAmend, db: Db, actor: ApiActor) -> list[
     status_code=204,
     responses=REFUSALS | NOT_FOUND | INVALID,
 )
-def add_care_team_member(patient_id: int, body: CareTeamAdd, db: Db, actor: ApiActor) -> Response:
+def add_care_team_member(patient_id: RowId, body: CareTeamAdd, db: Db, actor: ApiActor) -> Response:
     service.add_to_care_team(db, actor, patient_id, body.user_id)
     return Response(status_code=204)

@@ -6,6 +6,8 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from regenspine.web.openapi import ROW_ID_MAX
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -105,4 +107,4 @@ class AmendmentPublic(BaseModel):
 
 
 class CareTeamAdd(Strict):
-    user_id: int = Field(ge=1)
+    user_id: int = Field(ge=1, le=ROW_ID_MAX)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from regenspine.auth.permissions import Permission
 from regenspine.privacy import service
 from regenspine.reports.pdf import render_pdf
-from regenspine.web.openapi import responses
+from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
 router = APIRouter(tags=["privacy"], dependencies=[requires(Permission.PRIVACY_MANAGE)])
@@ -32,7 +32,7 @@ class ErasureResult(BaseModel):
 
 
 @router.get("/patients/{patient_id}/access-export", responses=REFUSALS)
-def access_export(patient_id: int, db: Db, actor: ApiActor) -> dict[str, Any]:
+def access_export(patient_id: RowId, db: Db, actor: ApiActor) -> dict[str, Any]:
     return service.access_export(db, actor, patient_id)
 
 
@@ -41,7 +41,7 @@ def access_export(patient_id: int, db: Db, actor: ApiActor) -> dict[str, Any]:
     response_class=Response,
     responses=REFUSALS | {200: {"content": {"application/pdf": {}}}},
 )
-def access_export_pdf(patient_id: int, db: Db, actor: ApiActor, lang: str = "pl") -> Response:
+def access_export_pdf(patient_id: RowId, db: Db, actor: ApiActor, lang: str = "pl") -> Response:
     export = service.access_export(db, actor, patient_id)
     language = lang if lang in ("pl", "en") else "pl"
     pdf = render_pdf("reports/access_export.html", {"export": export}, language)
@@ -55,7 +55,7 @@ def access_export_pdf(patient_id: int, db: Db, actor: ApiActor, lang: str = "pl"
     responses=REFUSALS | responses(422),
 )
 def request_erasure(
-    patient_id: int, body: ErasureRequest, db: Db, actor: ApiActor
+    patient_id: RowId, body: ErasureRequest, db: Db, actor: ApiActor
 ) -> ErasureResult:
     outcome = service.request_erasure(db, actor, patient_id, body.reason)
     return ErasureResult(

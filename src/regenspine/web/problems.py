@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from regenspine.errors import N_, DomainError, InvalidInput, Message
+from regenspine.web import openapi
 from regenspine.web.security import LoginRequired
 from regenspine.web.templating import render, translate
 
 log = logging.getLogger("regenspine.errors")
-PROBLEM = "application/problem+json"
+PROBLEM = openapi.PROBLEM_MEDIA_TYPE
 
 
 def _wants_json(request: Request) -> bool:
@@ -49,6 +50,8 @@ def problem(
 
 
 def install(app: FastAPI) -> None:
+    openapi.install(app)  # /openapi.json documents the problem answers of the handlers below
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
         if _wants_json(request):
@@ -91,19 +94,24 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        response: Response
         if _wants_json(request):
-            return problem(request, exc.status_code, str(exc.detail), str(exc.detail))
-        message = Message(
-            N_("This page does not exist.")
-            if exc.status_code == 404
-            else N_("This request could not be handled.")
-        )
-        return render(
-            request,
-            "error.html",
-            {"status": exc.status_code, "message": translate(request, message)},
-            status=exc.status_code,
-        )
+            response = problem(request, exc.status_code, str(exc.detail), str(exc.detail))
+        else:
+            message = Message(
+                N_("This page does not exist.")
+                if exc.status_code == 404
+                else N_("This request could not be handled.")
+            )
+            response = render(
+                request,
+                "error.html",
+                {"status": exc.status_code, "message": translate(request, message)},
+                status=exc.status_code,
+            )
+        # Keep what the framework says with the status, e.g. `Allow` on 405 (RFC 9110 15.5.6).
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
