@@ -674,3 +674,173 @@ def test_lists_show_a_physiotherapist_only_the_patients_of_their_care_team(
     assert page.status_code == 200
     assert f'href="/patients/{fx.team.patient}"' in page.text
     assert f'href="/patients/{fx.other.patient}"' not in page.text
+
+
+# --- field level: clinical free text ---------------------------------------------------------
+
+# One marker per declared clinical free-text field (auth/fields.py), stored in the fixture.
+MARKERS = {
+    ("consultation", "presenting_complaint"): "MKcomplaint Low back pain at night",
+    ("consultation", "prior_treatments"): "MKprior Two epidural steroid injections",
+    ("consultation", "medications"): "MKmeds pregabalin 75 mg twice daily",
+    ("consultation", "change_reason"): "MKchange Imaging re-read by the radiologist",
+    ("episode_event", "reason"): "MKevent Patient moved abroad, treatment stopped",
+    ("eligibility_decision", "override_justification"): (
+        "MKjustify Infection treated and resolved; BMI reviewed with the anaesthetist."
+    ),
+    ("red_flag_screening", "clearance_note"): (
+        "MKclear Reassessed: no saddle anaesthesia, bladder normal, MRI reviewed."
+    ),
+    ("consent", "withdrawn_reason"): "MKwithdraw Afraid of the bone-marrow harvest",
+}
+# What a clinician is shown somewhere (the rest is kept in the record but shown on no route).
+SHOWN_TO_CLINICIANS = {
+    ("consultation", "presenting_complaint"),  # urgent referral letter
+    ("episode_event", "reason"),  # timelines
+    ("eligibility_decision", "override_justification"),  # episode page, decision API
+    ("consent", "withdrawn_reason"),  # episode page, consent PDF
+}
+
+
+def build_marked_world(factory: Any, staff: Any) -> tuple[Fixture, World]:
+    fx = build_fixture(factory, staff)
+    coordinator, doctor = staff.actor(Role.COORDINATOR), staff.actor(Role.DOCTOR)
+    consultation = good_consultation(
+        presenting_complaint=MARKERS[("consultation", "presenting_complaint")],
+        prior_treatments=MARKERS[("consultation", "prior_treatments")],
+        medications=MARKERS[("consultation", "medications")],
+    )
+    with unit_of_work(factory) as s:
+        pid = patients.register_patient(
+            s,
+            coordinator,
+            valid_patient(
+                id_type="passport",
+                national_id="PMARK01",
+                id_country="DE",
+                given_name="Marked",
+                family_name="Patient",
+            ),
+        ).id
+        ids = {
+            key: episodes.open_episode(s, coordinator, pid, code, "lumbar").id
+            for key, code in EPISODES.items()
+        }
+        for key in ("eligible", "to_consent", "consented"):
+            eligibility.assess(s, doctor, ids[key], consultation, red_flags())
+        eligibility.assess(
+            s,
+            doctor,
+            ids["eligible"],
+            consultation,
+            red_flags(),
+            change_reason=MARKERS[("consultation", "change_reason")],
+        )
+        eligibility.assess(
+            s,
+            doctor,
+            ids["not_eligible"],
+            good_consultation(**(consultation | {"active_infection": True})),
+            red_flags(),
+        )
+        eligibility.override(
+            s,
+            doctor,
+            ids["not_eligible"],
+            MARKERS[("eligibility_decision", "override_justification")],
+        )
+        eligibility.assess(s, doctor, ids["red_flag"], consultation, red_flags(True))
+        eligibility.assess(s, doctor, ids["to_assess"], consultation, red_flags(True))
+        eligibility.clear_red_flag(
+            s, doctor, ids["to_assess"], MARKERS[("red_flag_screening", "clearance_note")]
+        )
+        consents.record_consent(
+            s,
+            coordinator,
+            ids["consented"],
+            method="tablet_signature",
+            signed_name="Marked Patient",
+            confirmed=True,
+            language="en",
+        )
+        consents.withdraw_consent(
+            s, coordinator, ids["consented"], MARKERS[("consent", "withdrawn_reason")]
+        )
+        episodes.advance(
+            s,
+            coordinator,
+            ids["referred"],
+            Step.CANCEL,
+            episodes.EpisodeState.CANCELLED,
+            reason=MARKERS[("episode_event", "reason")],
+        )
+    return fx, World(pid, ids, "Marked Patient", {})
+
+
+def _text_of(r: Any) -> str:
+    if r.headers.get("content-type", "").startswith("application/pdf"):
+        from io import BytesIO
+
+        from pypdf import PdfReader
+
+        return " ".join(p.extract_text() or "" for p in PdfReader(BytesIO(r.content)).pages)
+    return r.text
+
+
+def _everything_readable(client: Any, role: Role, fx: Fixture, w: World) -> str:
+    """Every GET route the role may call, on every episode of the patient, as one text."""
+    seen: list[str] = []
+    for case in MATRIX:
+        if case.method != "GET" or role not in case.allowed or case.fresh:
+            continue
+        urls = {
+            url_for(
+                Case(case.method, case.path, case.allowed, case.anonymous, episode=key), role, fx, w
+            )
+            for key in (EPISODES if "{episode_id}" in case.path else ["referred"])
+        }
+        for url in sorted(urls):
+            r = client.get(url, follow_redirects=False)
+            assert r.status_code < 500, f"{url}: {r.status_code}"
+            seen.append(_text_of(r))
+    return "\n".join(seen)
+
+
+def test_auditor_reads_no_clinical_free_text_on_any_route(app, staff, clients, factory):
+    """V8.2.3 (field-level access): the fields auth/fields.py declares as clinical free text
+    are withheld from the auditor on every API route, page and PDF the auditor may open, while
+    the process facts stay visible; a clinician sees the same texts."""
+    from regenspine.auth.fields import CLINICAL_FREE_TEXT
+
+    declared = {(entity, f) for entity, fields in CLINICAL_FREE_TEXT.items() for f in fields}
+    assert set(MARKERS) == declared, "give every declared clinical free-text field a marker"
+    fx, w = build_marked_world(factory, staff)
+
+    auditor_view = _everything_readable(clients(Role.AUDITOR), Role.AUDITOR, fx, w)
+    leaked = [name for name, marker in MARKERS.items() if marker[:8] in auditor_view]
+    assert not leaked, f"clinical free text shown to the auditor: {leaked}"
+    assert "withheld: clinical free text is not shown to your role" in auditor_view
+    assert "Marked Patient" in auditor_view  # the process facts are still there
+
+    doctor_view = _everything_readable(clients(Role.DOCTOR), Role.DOCTOR, fx, w)
+    shown = {name for name, marker in MARKERS.items() if marker[:8] in doctor_view}
+    assert shown >= SHOWN_TO_CLINICIANS, f"missing for the doctor: {SHOWN_TO_CLINICIANS - shown}"
+    assert "withheld: clinical free text" not in doctor_view
+
+
+def test_api_says_which_fields_were_withheld(app, staff, clients, factory):
+    """V8.2.3: the API marks withheld text instead of pretending there was none."""
+    fx, w = build_marked_world(factory, staff)
+    auditor, doctor = clients(Role.AUDITOR), clients(Role.DOCTOR)
+    url = f"/api/v1/episodes/{w.episodes['not_eligible']}/decision"
+    seen = auditor.get(url).json()
+    assert seen["override_justification"] is None
+    assert seen["withheld"] == ["override_justification"]
+    assert seen["overridden_by_name"]  # who overrode, and when, stay visible
+    full = doctor.get(url).json()
+    assert full["override_justification"].startswith("MKjustify")
+    assert full["withheld"] == []
+    cancelled = auditor.get(f"/api/v1/episodes/{w.episodes['referred']}").json()
+    assert cancelled["withheld"] == ["events.reason"]
+    assert [e["reason"] for e in cancelled["events"]] == [None] * len(cancelled["events"])
+    assert cancelled["state"] == "cancelled"

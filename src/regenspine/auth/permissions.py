@@ -46,10 +46,14 @@ class Permission(StrEnum):
     ELIGIBILITY_OVERRIDE = "eligibility:override"
     CONSENT_RECORD = "consent:record"
     PRIVACY_MANAGE = "privacy:manage"  # patients' access and erasure requests
+    # Field-level: the clinical free text declared in auth/fields.py (complaints, reasons,
+    # justifications). Roles without it see that a text exists, never what it says.
+    CLINICAL_TEXT_READ = "clinical_text:read"
 
 
 _CLINICAL_WRITE = {
     Permission.PATIENT_READ,
+    Permission.CLINICAL_TEXT_READ,
     Permission.PATIENT_CREATE,
     Permission.PATIENT_AMEND,
     Permission.CATALOG_READ,
@@ -76,6 +80,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.LAB_TECHNICIAN: frozenset(
         {
             Permission.PATIENT_READ,
+            Permission.CLINICAL_TEXT_READ,
             Permission.CATALOG_READ,
             Permission.EPISODE_READ,
             Permission.EPISODE_ADVANCE,
@@ -83,7 +88,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     # Record-level rule: a physiotherapist reads only patients on whose care team they are.
     Role.PHYSIOTHERAPIST: frozenset(
-        {Permission.PATIENT_READ, Permission.CATALOG_READ, Permission.EPISODE_READ}
+        {
+            Permission.PATIENT_READ,
+            Permission.CLINICAL_TEXT_READ,
+            Permission.CATALOG_READ,
+            Permission.EPISODE_READ,
+        }
     ),
     Role.MEDICAL_DIRECTOR: frozenset(
         _CLINICAL_WRITE
@@ -95,6 +105,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.PRIVACY_MANAGE,
         }
     ),
+    # Auditors check that the process was followed (who, when, which rule, which decision);
+    # field-level rule: they do not read clinical free text (no CLINICAL_TEXT_READ).
     Role.AUDITOR: frozenset(
         {
             Permission.PATIENT_READ,

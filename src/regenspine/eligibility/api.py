@@ -8,8 +8,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from regenspine.auth.actor import Actor
+from regenspine.auth.fields import WITHHELD_DESCRIPTION, clinical_text, withheld_fields
 from regenspine.auth.permissions import Permission
 from regenspine.eligibility import service
+from regenspine.eligibility.models import EligibilityDecision
 from regenspine.episodes import service as episodes
 from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
@@ -58,6 +61,20 @@ class DecisionPublic(BaseModel):
     overridden_by_name: str | None
     override_justification: str | None
     overridden_at: datetime | None
+    withheld: list[str] = Field(default_factory=list, description=WITHHELD_DESCRIPTION)
+
+    @classmethod
+    def for_actor(cls, actor: Actor, decision: EligibilityDecision) -> DecisionPublic:
+        """The decision as ``actor`` may see it: clinical free text withheld by role."""
+        text = decision.override_justification
+        return cls.model_validate(decision).model_copy(
+            update={
+                "override_justification": clinical_text(
+                    actor, "eligibility_decision", "override_justification", text
+                ),
+                "withheld": withheld_fields(actor, {"override_justification": text}),
+            }
+        )
 
 
 class AssessmentResult(BaseModel):
@@ -88,7 +105,7 @@ def assess(episode_id: RowId, body: AssessmentCreate, db: Db, actor: ApiActor) -
         episode_state=episode.state,
         consultation_version=consultation.version,
         red_flags_positive=list(screening.positive),
-        decision=DecisionPublic.model_validate(decision) if decision else None,
+        decision=DecisionPublic.for_actor(actor, decision) if decision else None,
     )
 
 
@@ -106,7 +123,7 @@ def latest_decision(episode_id: RowId, db: Db, actor: ApiActor) -> DecisionPubli
         entity_id=decision.id,
         patient_id=episode.patient_id,
     )
-    return DecisionPublic.model_validate(decision)
+    return DecisionPublic.for_actor(actor, decision)
 
 
 @router.post(
@@ -116,8 +133,8 @@ def latest_decision(episode_id: RowId, db: Db, actor: ApiActor) -> DecisionPubli
     responses=REFUSALS | responses(409, 422),
 )
 def override(episode_id: RowId, body: OverrideCreate, db: Db, actor: ApiActor) -> DecisionPublic:
-    return DecisionPublic.model_validate(
-        service.override(db, actor, episode_id, body.justification)
+    return DecisionPublic.for_actor(
+        actor, service.override(db, actor, episode_id, body.justification)
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from regenspine.auth.actor import Actor
+from regenspine.auth.fields import clinical_text, withheld_fields
 from regenspine.auth.permissions import Permission
 from regenspine.episodes import documents, service
 from regenspine.episodes.schemas import (
@@ -21,10 +23,20 @@ router = APIRouter(tags=["episodes"], dependencies=[requires(Permission.EPISODE_
 REFUSALS = responses(401, 403)
 
 
-def detail(db: Db, episode: service.Episode) -> EpisodeDetail:
-    events = [EpisodeEventPublic.model_validate(e) for e in service.timeline(db, episode)]
+def detail(db: Db, actor: Actor, episode: service.Episode) -> EpisodeDetail:
+    timeline = service.timeline(db, episode)
+    events = [
+        EpisodeEventPublic.model_validate(e).model_copy(
+            update={"reason": clinical_text(actor, "episode_event", "reason", e.reason)}
+        )
+        for e in timeline
+    ]
+    withheld = withheld_fields(
+        actor, {"events.reason": next((e.reason for e in timeline if e.reason), None)}
+    )
     return EpisodeDetail.model_validate(
-        EpisodePublic.model_validate(episode).model_dump() | {"events": events}
+        EpisodePublic.model_validate(episode).model_dump()
+        | {"events": events, "withheld": withheld}
     )
 
 
@@ -36,7 +48,7 @@ def detail(db: Db, episode: service.Episode) -> EpisodeDetail:
 )
 def open_episode(patient_id: RowId, body: EpisodeCreate, db: Db, actor: ApiActor) -> EpisodeDetail:
     episode = service.open_episode(db, actor, patient_id, body.condition_code, body.region)
-    return detail(db, episode)
+    return detail(db, actor, episode)
 
 
 @router.get(
@@ -64,7 +76,7 @@ def read_episode(episode_id: RowId, db: Db, actor: ApiActor) -> EpisodeDetail:
         entity_id=episode.id,
         patient_id=episode.patient_id,
     )
-    return detail(db, episode)
+    return detail(db, actor, episode)
 
 
 @router.post(
@@ -83,7 +95,7 @@ def take_step(episode_id: RowId, body: StepRequest, db: Db, actor: ApiActor) -> 
         reason=body.reason,
         expected_state=body.expected_state,
     )
-    return detail(db, service.get_episode(db, actor, episode_id))
+    return detail(db, actor, service.get_episode(db, actor, episode_id))
 
 
 PDF = {200: {"description": "PDF document", "content": {"application/pdf": {}}}}

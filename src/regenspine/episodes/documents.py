@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
 from regenspine.auth.actor import Actor
+from regenspine.auth.fields import clinical_text
 from regenspine.consultations.service import latest_consultation
 from regenspine.db import utcnow
 from regenspine.eligibility.models import RedFlagScreening
@@ -32,6 +33,8 @@ def urgent_referral_letter(session: Session, actor: Actor, episode_id: int, lang
     items = get_red_flags()
     findings = [items.get(i).text(language) for i in screening.positive]
     consultation = latest_consultation(session, episode.id)
+    complaint = consultation.presenting_complaint if consultation else None
+    shown = clinical_text(actor, "consultation", "presenting_complaint", complaint)
     pdf = render_pdf(
         "reports/urgent_referral.html",
         {
@@ -39,7 +42,8 @@ def urgent_referral_letter(session: Session, actor: Actor, episode_id: int, lang
             "episode": episode,
             "screening": screening,
             "findings": findings,
-            "complaint": consultation.presenting_complaint if consultation else None,
+            "complaint": shown,
+            "complaint_withheld": bool(complaint) and shown is None,
             "now": utcnow(),
         },
         language,
@@ -79,7 +83,14 @@ def signed_consent(session: Session, actor: Actor, episode_id: int) -> bytes:
     patient = session.get(Patient, episode.patient_id)
     pdf = render_pdf(
         "reports/consent.html",
-        {"doc": rendered, "consent": consent, "patient": patient},
+        {
+            "doc": rendered,
+            "consent": consent,
+            "patient": patient,
+            "withdrawn_reason": clinical_text(
+                actor, "consent", "withdrawn_reason", consent.withdrawn_reason
+            ),
+        },
         consent.language,
     )
     audit.record(

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from regenspine.auth.fields import WITHHELD_DESCRIPTION
 from regenspine.episodes.states import EpisodeState, Step
 
 
@@ -55,6 +56,7 @@ class EpisodePublic(BaseModel):
 
 class EpisodeDetail(EpisodePublic):
     events: list[EpisodeEventPublic]
+    withheld: list[str] = Field(default_factory=list, description=WITHHELD_DESCRIPTION)
 
 
 class WorkItemPublic(BaseModel):

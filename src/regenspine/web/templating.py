@@ -9,7 +9,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
+from regenspine.auth.actor import ANONYMOUS
+from regenspine.auth.fields import WITHHELD, clinical_text
 from regenspine.auth.permissions import ROLE_LABELS, Permission, Role
 from regenspine.config import get_settings
 from regenspine.errors import Message
@@ -24,7 +27,14 @@ from regenspine.i18n import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DOMAINS_WITH_PAGES = (
-    "web", "auth", "patients", "episodes", "eligibility", "audit", "catalog", "reports"
+    "web",
+    "auth",
+    "patients",
+    "episodes",
+    "eligibility",
+    "audit",
+    "catalog",
+    "reports",
 )
 
 
@@ -80,6 +90,13 @@ def render(
     def msg(message: Message | None) -> str:
         return message.render(gettext) if message is not None else ""
 
+    def ctext(entity: str, field: str, value: str | None) -> str | Markup:
+        """Clinical free text, or a visible note that it is withheld from this role."""
+        shown = clinical_text(actor or ANONYMOUS, entity, field, value)
+        if shown is not None or not value:
+            return shown or ""
+        return Markup('<span class="muted withheld">%s</span>') % gettext(WITHHELD)
+
     ctx = {
         "request": request,
         "_": _,
@@ -93,6 +110,7 @@ def render(
         "user": identity.user if identity is not None else None,
         "csrf_token": identity.csrf_token if identity is not None else "",
         "can": (lambda p: actor is not None and actor.can(Permission(p))),
+        "ctext": ctext,
         "role_label": lambda role: _(ROLE_LABELS[Role(role)]) if role else "",
         "fdate": lambda d: format_date(d, language),
         "fdatetime": lambda d: format_datetime(d, language),
