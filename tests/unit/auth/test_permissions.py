@@ -70,7 +70,8 @@ def test_lab_technicians_and_physiotherapists_change_no_patient_record():
     for role in (Role.LAB_TECHNICIAN, Role.PHYSIOTHERAPIST):
         assert not staff(role).permissions & writes
     assert staff(Role.PHYSIOTHERAPIST).permissions == {
-        Permission.PATIENT_READ, Permission.CATALOG_READ, Permission.EPISODE_READ
+        Permission.PATIENT_READ, Permission.CLINICAL_TEXT_READ, Permission.CATALOG_READ,
+        Permission.EPISODE_READ,
     }
     # The lab advances episodes, but only through the lab's steps (episodes/states.py).
     assert Permission.EPISODE_ADVANCE in staff(Role.LAB_TECHNICIAN).permissions
@@ -136,3 +137,22 @@ def test_someone_not_signed_in_can_do_nothing(permission):
     assert not ANONYMOUS.can(permission)
     with pytest.raises(PermissionDenied):
         ANONYMOUS.require(permission)
+
+
+def test_auditors_and_administrators_read_no_clinical_free_text():
+    """Field-level rule (auth/fields.py): every role that treats patients reads the clinical
+    free text; the auditor and the administrator do not."""
+    readers = {r for r in Role if Permission.CLINICAL_TEXT_READ in staff(r).permissions}
+    assert readers == set(Role) - {Role.AUDITOR, Role.ADMIN}
+
+
+def test_clinical_text_is_withheld_by_role_and_only_declared_fields_are_accepted():
+    from regenspine.auth.fields import clinical_text, withheld_fields
+
+    text = "Pain worse at night since the fall"
+    assert clinical_text(staff(Role.DOCTOR), "consultation", "presenting_complaint", text) == text
+    assert clinical_text(staff(Role.AUDITOR), "consultation", "presenting_complaint", text) is None
+    assert withheld_fields(staff(Role.AUDITOR), {"reason": text, "empty": None}) == ["reason"]
+    assert withheld_fields(staff(Role.NURSE), {"reason": text}) == []
+    with pytest.raises(KeyError):
+        clinical_text(staff(Role.DOCTOR), "consultation", "diagnosis_code", text)
