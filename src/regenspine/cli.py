@@ -1,27 +1,42 @@
-"""The `regenspine` command line: serve, migrate, create staff, load the demo, verify the audit."""
+"""The `regenspine` command line: serve, migrate, create staff, load the demo, verify the audit,
+and answer patients' data-rights requests."""
 
 from __future__ import annotations
 
 import getpass
+import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from alembic.config import Config
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from regenspine.config import UnsafeConfiguration, get_settings
 from regenspine.db import session_factory, unit_of_work
 from regenspine.errors import DomainError, InvalidInput
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from regenspine.auth.actor import Actor
+    from regenspine.patients.models import Patient
+
 app = typer.Typer(help="RegenSpine clinic software.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+privacy_app = typer.Typer(
+    help="Patients' data-rights requests: access export and erasure.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
 console = Console()
 err = Console(stderr=True)
 
@@ -208,6 +223,160 @@ def audit_verify() -> None:
     err.print(f"[red]Audit chain BROKEN at record {brk.seq}[/red] ({brk.kind}): {brk.explanation}")
     err.print(f"Last good head hash: {result.head_hash}")
     raise typer.Exit(1)
+
+
+# --- patients' data rights ------------------------------------------------------------------
+
+T = TypeVar("T")
+# What the audit log shows as the address of someone acting at the command line.
+CLI_SOURCE = "cli"
+REASON_MAX = 2000  # as the API allows
+
+PatientMrn = Annotated[
+    str,
+    typer.Option("--patient", help="The patient's medical record number, as printed or scanned."),
+]
+ActingAs = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="Act as this staff member (the role must allow data-rights requests); "
+        "without it, as the system operator.",
+    ),
+]
+
+
+def _acting_as(session: Session, username: str | None) -> Actor:
+    from sqlalchemy import select
+
+    from regenspine.auth import service as auth
+    from regenspine.auth.actor import SYSTEM_ACTOR
+    from regenspine.auth.models import User
+    from regenspine.errors import N_, Message, NotFound
+
+    if username is None:
+        return SYSTEM_ACTOR
+    user = session.scalar(select(User).where(User.username == username.strip().lower()))
+    if user is None or not user.is_active:
+        raise NotFound(Message(N_("This account does not exist.")))
+    return auth.actor_for(user, CLI_SOURCE)
+
+
+def _patient_by_mrn(session: Session, value: str) -> Patient:
+    from sqlalchemy import select
+
+    from regenspine.errors import N_, Message, NotFound
+    from regenspine.identifiers import mrn_from_scan
+    from regenspine.patients.models import Patient
+
+    mrn = mrn_from_scan(value)
+    patient = session.scalar(select(Patient).where(Patient.mrn == mrn)) if mrn else None
+    if patient is None:
+        raise NotFound(Message(N_("There is no patient with this number.")))
+    return patient
+
+
+def _privacy_request(as_user: str | None, work: Callable[[Session, Actor], T]) -> T:
+    """Runs one request in one transaction, committed here; a refusal is rolled back, then
+    written to the audit log on its own, as the web boundary does."""
+    from regenspine.auth.permissions import Permission
+    from regenspine.web.boundary import record_refusal
+
+    factory = session_factory(get_settings().database_url)
+    actor: Actor | None = None
+    try:
+        with unit_of_work(factory) as session:
+            actor = _acting_as(session, as_user)
+            actor.require(Permission.PRIVACY_MANAGE)
+            return work(session, actor)
+    except InvalidInput as exc:
+        for field, message in exc.field_errors.items():
+            err.print(f"[red]{field}[/red]: {escape(str(message))}")
+        raise typer.Exit(2) from None
+    except DomainError as exc:
+        if actor is not None and exc.refusal is not None:
+            with unit_of_work(factory) as session:
+                record_refusal(session, actor, exc)
+        err.print(f"[red]{escape(str(exc.message))}[/red]")
+        raise typer.Exit(1) from None
+
+
+@privacy_app.command(
+    "anonymise",
+    help="Erasure request: after the legal retention period, anonymise the patient's identity. "
+    "During retention the request is refused with the date and the legal basis, the refusal is "
+    "written to the audit log, and the command exits with 1.",
+)
+def privacy_anonymise(
+    patient: PatientMrn,
+    reason: Annotated[
+        str, typer.Option(help="The request and how it arrived, e.g. 'Letter of 3 May 2046'.")
+    ],
+    as_user: ActingAs = None,
+) -> None:
+    from regenspine.privacy import service as privacy
+
+    if len(reason.strip()) > REASON_MAX:
+        err.print(f"[red]reason[/red]: at most {REASON_MAX} characters.")
+        raise typer.Exit(2)
+
+    def anonymise(session: Session, actor: Actor) -> tuple[str, privacy.ErasureOutcome]:
+        found = _patient_by_mrn(session, patient)
+        return found.mrn, privacy.request_erasure(session, actor, found.id, reason)
+
+    mrn, outcome = _privacy_request(as_user, anonymise)
+    if not outcome.erased:
+        err.print(f"[red]{escape(str(outcome.message))}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]{escape(str(outcome.message))}[/green] ({mrn})")
+
+
+@privacy_app.command(
+    "export",
+    help="Access request (GDPR art. 15): everything held about the patient, including every "
+    "access to the record, as JSON or PDF. The export is written to the audit log.",
+)
+def privacy_export(
+    patient: PatientMrn,
+    out: Annotated[Path, typer.Option("--out", help="File to write (readable only by you).")],
+    pdf: Annotated[bool, typer.Option("--pdf", help="A readable PDF instead of JSON.")] = False,
+    lang: Annotated[str, typer.Option(help="Language of the PDF: pl or en.")] = "pl",
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
+    as_user: ActingAs = None,
+) -> None:
+    from regenspine.privacy import service as privacy
+
+    if lang not in ("pl", "en"):
+        err.print("[red]lang[/red]: pl or en.")
+        raise typer.Exit(2)
+    if out.exists() and not force:
+        err.print(
+            f"[red]{escape(str(out))} already exists.[/red] Choose another file or add --force."
+        )
+        raise typer.Exit(2)
+    if not out.parent.is_dir():
+        err.print(f"[red]The folder {escape(str(out.parent))} does not exist.[/red]")
+        raise typer.Exit(2)
+
+    def export(session: Session, actor: Actor) -> tuple[str, dict[str, object]]:
+        found = _patient_by_mrn(session, patient)
+        return found.mrn, privacy.access_export(session, actor, found.id)
+
+    mrn, content = _privacy_request(as_user, export)
+    if pdf:
+        from regenspine.reports.pdf import render_pdf
+
+        data = render_pdf("reports/access_export.html", {"export": content}, lang)
+    else:
+        data = (json.dumps(content, ensure_ascii=False, indent=2, default=str) + "\n").encode()
+    # Health data: created readable by the owner only, also when an existing file is replaced.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+    console.print(
+        f"[green]Access export written[/green]: {escape(str(out))} ({len(data)} bytes, {mrn})"
+    )
 
 
 if __name__ == "__main__":

@@ -81,14 +81,22 @@ def _configure_sqlite(engine: Engine) -> None:
 def get_engine(url: str) -> Engine:
     engine = _engines.get(url)
     if engine is None:
+        # Bound values are patient data, TOTP secrets and CSRF tokens: keep them out of the SQL
+        # log and out of error messages (the 500 handler logs the exception).
         if url.startswith("sqlite"):
             path = url.removeprefix("sqlite:///")
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
+            engine = create_engine(
+                url,
+                connect_args={"timeout": 15, "check_same_thread": False},
+                hide_parameters=True,
+            )
             _configure_sqlite(engine)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            engine = create_engine(
+                url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+            )
         _engines[url] = engine
     return engine
 

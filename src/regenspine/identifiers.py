@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*"
 _VALUES = {c: i for i, c in enumerate(ALPHABET)}
 
@@ -33,3 +36,32 @@ def format_mrn(facility_code: str, number: int) -> str:
     """Medical record number: facility letters, six digits, one check character (Code 128-safe)."""
     body = f"{facility_code}{number:06d}"
     return body + mod37_2_check(body)
+
+
+# ISO/IEC 15424 symbology identifier that a scanner may send before the data: "]", the
+# symbology's letter and a modifier, e.g. "]C0" for Code 128.
+_SYMBOLOGY_IDENTIFIER = re.compile(r"\][A-Za-z][0-9A-Za-z]")
+_MRN_SHAPE = re.compile(r"[A-Z]{2}[0-9]{6,12}[0-9A-Z*]")
+
+
+def mrn_from_scan(value: str) -> str | None:
+    """The medical record number in what a barcode scanner or a person entered, or None.
+
+    Scanners end with Enter or Tab, some frame the data with control characters (STX/ETX) or
+    send a symbology identifier first; people type lower case and spaces. All of that is
+    removed. What remains must have the shape of a medical record number and a correct check
+    character, so a misread or mistyped character is never taken for another patient's number.
+    Never raises.
+    """
+    kept = "".join(
+        ch for ch in value if not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf")
+    )
+    if _SYMBOLOGY_IDENTIFIER.match(kept):
+        kept = kept[3:]
+    # ASCII only: upper() would turn e.g. the dotless "ı" into "I".
+    if not kept.isascii():
+        return None
+    candidate = kept.upper()
+    if not _MRN_SHAPE.fullmatch(candidate) or not mod37_2_valid(candidate):
+        return None
+    return candidate

@@ -23,7 +23,7 @@ from regenspine.errors import (
     PermissionDenied,
     RefusalRecord,
 )
-from regenspine.identifiers import format_mrn
+from regenspine.identifiers import format_mrn, mrn_from_scan
 from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
 from regenspine.patients.rules import (
     PATIENT_FIELDS,
@@ -101,6 +101,10 @@ def register_patient(
 ) -> Patient:
     actor.require(Permission.PATIENT_CREATE)
     data = validate_patient(raw, _today())
+    # Reserving the number locks the MRN counter until commit, so registrations take turns
+    # from here: the duplicate check below sees every patient registered before this one.
+    # Checked first, two desks registering the same person at once would both pass it.
+    number = next_values(session, "mrn")[0]
     candidates = find_duplicates(session, data)
     if any(c.reason == "same_identifier" for c in candidates):
         match = next(c for c in candidates if c.reason == "same_identifier")
@@ -125,7 +129,6 @@ def register_patient(
             ),
             candidates,
         )
-    number = next_values(session, "mrn")[0]
     patient = Patient(
         mrn=format_mrn(get_settings().facility_code, number),
         registered_by=actor.user_id,
@@ -227,10 +230,13 @@ def search_patients(
     if text:
         compact = text.replace(" ", "").upper()
         as_date = parse_date(text)
+        scanned_mrn = mrn_from_scan(text)
         if as_date is not None:
             stmt = stmt.where(Patient.date_of_birth == as_date)
         elif compact.isdigit() and len(compact) == 11:
             stmt = stmt.where(Patient.national_id == compact)
+        elif scanned_mrn is not None:
+            stmt = stmt.where(or_(Patient.mrn == scanned_mrn, Patient.national_id == compact))
         elif compact[:2].isalpha() and compact[2:8].isdigit() and len(compact) == 9:
             stmt = stmt.where(or_(Patient.mrn == compact, Patient.national_id == compact))
         else:
