@@ -13,7 +13,7 @@ from regenspine import __version__
 from regenspine.config import Settings, get_settings
 from regenspine.db import database_is_reachable, session_factory
 from regenspine.web import problems
-from regenspine.web.middleware import SecurityHeaders
+from regenspine.web.middleware import BodySizeLimit, SecurityHeaders
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.session_factory = session_factory(settings.database_url)
+    app.add_middleware(BodySizeLimit)  # inside SecurityHeaders: its refusals get the headers too
     app.add_middleware(SecurityHeaders)
     problems.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -74,6 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     for module in (auth_pages, patients_pages, episodes_pages, eligibility_pages, audit_pages):
         app.include_router(module.router, include_in_schema=False)
+
+    @app.get("/livez", tags=["health"])
+    async def livez() -> JSONResponse:
+        """Liveness: the process answers. No database and no sign-in, so a supervisor can tell
+        a hung process from a database outage (that is what /healthz reports)."""
+        return JSONResponse({"status": "ok"})
 
     @app.get("/healthz", tags=["health"], responses={503: {"description": "Database unreachable"}})
     def healthz(request: Request) -> JSONResponse:

@@ -337,6 +337,7 @@ def C(method: str, path: str, allowed: Iterable[Role], anonymous: Outcome, **kw:
 # fmt: off
 MATRIX: list[Case] = [
     # --- public --------------------------------------------------------------------------
+    C("GET", "/livez", ALL, PUBLIC),
     C("GET", "/healthz", ALL, PUBLIC),
     C("GET", "/openapi.json", ALL, PUBLIC),
     C("GET", "/api/docs", ALL, PUBLIC),

@@ -176,6 +176,52 @@ def test_a_scan_one_byte_over_the_limit_is_refused_with_the_limit_and_stores_not
     assert len(consent.scan_data) == MAX_SCAN_BYTES
 
 
+def test_a_request_far_over_the_limit_is_refused_before_it_is_read(
+    clients,
+    episode,  # noqa: F811
+    factory,
+    sandbox,
+):
+    """ASVS 5.0 V5.2.1: an upload far over the limit is refused from its declared size, or
+    while it streams in when no size is declared, so it never fills a temporary file; the
+    refusal says what to do and carries the security headers."""
+    assess(clients, episode)
+    huge = PDF + b"0" * (8 * 1024 * 1024)
+    declared = upload(clients, episode, "consent.pdf", huge)
+    assert declared.status_code == 413
+    assert "A scanned document may be at most 5 MB" in declared.text
+    assert "Content-Security-Policy" in declared.headers
+    body, media_type = multipart(FORM, b"consent.pdf", huge, "application/pdf")
+
+    def chunks():
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start : start + 256 * 1024]
+
+    streamed = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        content=chunks(),
+        headers={"content-type": media_type},
+        follow_redirects=False,
+    )
+    assert streamed.status_code == 413
+    assert stored_consents(factory) == []
+    assert files_under(sandbox) == []
+
+
+def test_an_oversized_api_request_is_refused_as_problem_json_and_stores_nothing(clients, factory):
+    """ASVS 5.0 V5.2.1 / V4.x: no JSON body comes near 1 MiB; a bigger one is refused."""
+    from regenspine.patients.models import Patient
+    from tests.conftest import valid_patient
+
+    body = valid_patient() | {"address": "x" * (2 * 1024 * 1024)}
+    response = clients(Role.COORDINATOR).post("/api/v1/patients", json=body)
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 413
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(Patient)) == 0
+
+
 NOT_SCANS = [
     ("consent.pdf", PNG, "application/pdf"),  # a PNG renamed to .pdf
     ("consent.pdf", b"<!DOCTYPE html><script>window.__xss=1</script>", "application/pdf"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 from http.cookies import SimpleCookie
 
 from starlette.datastructures import MutableHeaders
@@ -57,3 +59,109 @@ def _cookie_header(scope: Scope) -> str:
         if name == b"cookie":
             return value.decode("latin-1")
     return ""
+
+
+# The largest thing anyone sends is a consent scan (at most 5 MB, checked with a clear message
+# by the consent service); a form carrying one stays well under 6 MiB. Nothing else comes
+# near 1 MiB. Larger requests are refused before they are read, so an upload can neither fill
+# the disk with temporary files nor tie up a worker.
+MAX_FORM_UPLOAD_BYTES = 6 * 1024 * 1024
+MAX_OTHER_BODY_BYTES = 1024 * 1024
+TOO_LARGE_TEXT = (
+    "The request is too large. A scanned document may be at most 5 MB; "
+    "scan it at a lower resolution or as a PDF and try again.",
+    "Żądanie jest za duże. Skan dokumentu może mieć najwyżej 5 MB; "
+    "zeskanuj go w niższej rozdzielczości lub jako PDF i spróbuj ponownie.",
+)
+
+
+def body_limit(scope: Scope) -> int:
+    content_type = _header(scope, b"content-type").lower()
+    if content_type.startswith("multipart/form-data"):
+        return MAX_FORM_UPLOAD_BYTES
+    return MAX_OTHER_BODY_BYTES
+
+
+class BodySizeLimit:
+    """Refuses a request body over its limit with 413, whether the size is declared
+    (Content-Length) or only discovered while the body streams in (chunked)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(scope)
+        declared = _header(scope, b"content-length")
+        if declared and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(scope, send, 413 if declared.isdigit() else 400)
+            return
+        received = 0
+        refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    await _refuse(scope, send, 413)
+                    # The application sees the client go away and abandons the request
+                    # (its transaction rolls back); nothing it sends afterwards goes out.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1").strip())
+    return ""
+
+
+async def _refuse(scope: Scope, send: Send, status: int) -> None:
+    cookies: SimpleCookie = SimpleCookie()
+    cookies.load(_cookie_header(scope))
+    polish = "rs_lang" in cookies and cookies["rs_lang"].value == "pl"
+    detail = TOO_LARGE_TEXT[1] if polish else TOO_LARGE_TEXT[0]
+    if status == 400:
+        detail = "The request's Content-Length header is not a number."
+    if str(scope.get("path", "")).startswith("/api/"):
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": "Request too large" if status == 413 else "Bad request",
+                "status": status,
+                "detail": detail,
+            }
+        ).encode()
+        content_type = b"application/problem+json"
+    else:
+        body = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>RegenSpine</title>'
+            f"</head><body><p>{html.escape(detail)}</p></body></html>"
+        ).encode()
+        content_type = b"text/html; charset=utf-8"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
