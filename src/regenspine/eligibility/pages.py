@@ -18,7 +18,7 @@ from regenspine.episodes import service as episodes
 from regenspine.episodes.pages import act_on_episode
 from regenspine.errors import DomainError, InvalidInput
 from regenspine.web.boundary import refusable
-from regenspine.web.security import Db, PageActor, page_requires
+from regenspine.web.security import Db, PageActor, PostedForm, page_requires
 from regenspine.web.templating import render
 
 router = APIRouter(dependencies=[page_requires(Permission.EPISODE_READ)])
@@ -132,8 +132,9 @@ def assess_form(request: Request, db: Db, actor: PageActor, episode_id: int) -> 
 
 
 @router.post("/episodes/{episode_id}/assess", response_class=HTMLResponse)
-async def assess(request: Request, db: Db, actor: PageActor, episode_id: int) -> Response:
-    form = await request.form()
+def assess(
+    request: Request, db: Db, actor: PageActor, episode_id: int, form: PostedForm
+) -> Response:
     episode = episodes.get_episode(db, actor, episode_id)
     raw, answers = consultation_from_form(form, episode.region)
     try:

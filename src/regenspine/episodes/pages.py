@@ -22,7 +22,7 @@ from regenspine.episodes.states import (
 )
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web.boundary import refusable
-from regenspine.web.security import Db, PageActor, page_requires
+from regenspine.web.security import Db, PageActor, PostedForm, page_requires
 from regenspine.web.templating import render, translate
 
 router = APIRouter(dependencies=[page_requires(Permission.EPISODE_READ)])
@@ -235,10 +235,11 @@ def take_step(
 
 
 @router.post("/episodes/{episode_id}/consent", response_class=HTMLResponse)
-async def record_consent(request: Request, db: Db, actor: PageActor, episode_id: int) -> Response:
-    form = await request.form()
+def record_consent(
+    request: Request, db: Db, actor: PageActor, episode_id: int, form: PostedForm
+) -> Response:
     upload = form.get("scan")
-    scan = await upload.read(consent.MAX_SCAN_BYTES + 1) if isinstance(upload, UploadFile) else None
+    scan = upload.file.read(consent.MAX_SCAN_BYTES + 1) if isinstance(upload, UploadFile) else None
     return act_on_episode(
         request,
         db,

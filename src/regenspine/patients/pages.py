@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from regenspine.auth.permissions import Permission
 from regenspine.errors import N_, DomainError, InvalidInput
@@ -18,7 +19,7 @@ from regenspine.patients.rules import (
     SEX_LABELS,
 )
 from regenspine.web.boundary import refusable
-from regenspine.web.security import Db, PageActor
+from regenspine.web.security import Db, PageActor, PostedForm
 from regenspine.web.templating import render
 
 router = APIRouter()
@@ -33,8 +34,7 @@ def _form_context() -> dict[str, object]:
     }
 
 
-async def _posted_fields(request: Request) -> dict[str, str]:
-    form = await request.form()
+def _posted_fields(form: FormData) -> dict[str, str]:
     return {k: str(form.get(k) or "") for k in PATIENT_FIELDS}
 
 
@@ -67,9 +67,9 @@ def new_patient(request: Request, actor: PageActor) -> Response:
 
 
 @router.post("/patients/new", response_class=HTMLResponse)
-async def register_patient(request: Request, db: Db, actor: PageActor) -> Response:
-    values = await _posted_fields(request)
-    confirm = (await request.form()).get("confirm_not_duplicate") == "yes"
+def register_patient(request: Request, db: Db, actor: PageActor, form: PostedForm) -> Response:
+    values = _posted_fields(form)
+    confirm = form.get("confirm_not_duplicate") == "yes"
     try:
         with refusable(db, actor):
             patient = service.register_patient(db, actor, values, confirm_not_duplicate=confirm)
@@ -125,9 +125,10 @@ def amend_form(request: Request, db: Db, actor: PageActor, patient_id: int) -> R
 
 
 @router.post("/patients/{patient_id}/amend", response_class=HTMLResponse)
-async def amend(request: Request, db: Db, actor: PageActor, patient_id: int) -> Response:
-    form = await request.form()
-    values = await _posted_fields(request)
+def amend(
+    request: Request, db: Db, actor: PageActor, patient_id: int, form: PostedForm
+) -> Response:
+    values = _posted_fields(form)
     reason = str(form.get("reason") or "")
     version_raw = str(form.get("version") or "")
     version = int(version_raw) if version_raw.isdigit() else None

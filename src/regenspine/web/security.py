@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from regenspine.auth import service as auth
 from regenspine.auth.actor import Actor
@@ -74,21 +76,8 @@ async def _submitted_csrf(request: Request) -> str:
     return ""
 
 
-async def identify(request: Request, db: Db) -> Identity:
-    """Resolves the caller once per request and checks CSRF on every state-changing request."""
-    ip = client_ip(request)
+def _signed_in(db: Session, token: str | None, ip: str) -> Identity:
     identity = Identity(actor=None)
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        actor = auth.resolve_api_token(db, authorization[7:].strip(), ip)
-        if actor is None:
-            raise NotAuthenticated(Message(N_("The API token is not valid, expired or revoked.")))
-        identity.actor = actor
-        request.state.actor = actor
-        request.state.identity = identity
-        return identity  # bearer tokens are not sent by browsers on their own: no CSRF risk
-
-    token = request.cookies.get(SESSION_COOKIE)
     if token:
         active = auth.resolve_session(db, token, ip)
         if active is None:
@@ -101,6 +90,28 @@ async def identify(request: Request, db: Db) -> Identity:
             identity.session_csrf = active.web_session.csrf_token
             identity.mfa_passed = active.web_session.mfa_passed
             identity.actor = auth.actor_for(active.user, ip)
+    return identity
+
+
+async def identify(request: Request, db: Db) -> Identity:
+    """Resolves the caller once per request and checks CSRF on every state-changing request.
+
+    The database work runs in a worker thread: its first statement may wait for a lock that
+    another request holds until it commits, and that commit needs the event loop this
+    coroutine would otherwise block (SQLite's "database is locked" after the busy timeout).
+    """
+    ip = client_ip(request)
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        actor = await run_in_threadpool(auth.resolve_api_token, db, authorization[7:].strip(), ip)
+        if actor is None:
+            raise NotAuthenticated(Message(N_("The API token is not valid, expired or revoked.")))
+        identity = Identity(actor=actor)
+        request.state.actor = actor
+        request.state.identity = identity
+        return identity  # bearer tokens are not sent by browsers on their own: no CSRF risk
+
+    identity = await run_in_threadpool(_signed_in, db, request.cookies.get(SESSION_COOKIE), ip)
     identity.anon_csrf = request.cookies.get(ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
     request.state.identity = identity
     if identity.actor is not None:
@@ -124,6 +135,19 @@ async def identify(request: Request, db: Db) -> Identity:
 
 
 Ident = Annotated[Identity, Depends(identify)]
+
+
+async def posted_form(request: Request) -> FormData:
+    """The submitted form, read on the event loop so that pages can be plain functions.
+
+    A page that uses the database must not be a coroutine: a lock wait inside it (PostgreSQL
+    row and advisory locks have no timeout) would block the event loop that the holder of the
+    lock needs to reach its commit, and the worker would hang for good.
+    """
+    return await request.form()
+
+
+PostedForm = Annotated[FormData, Depends(posted_form)]
 
 
 def _mfa_gate(identity: Identity) -> str | None:
