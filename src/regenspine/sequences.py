@@ -19,6 +19,16 @@ class Counter(Base):
 
 def next_values(session: Session, name: str, count: int = 1) -> range:
     """Reserves `count` consecutive numbers; concurrent callers wait on the row lock."""
+    counter = lock_counter(session, name)
+    start = counter.value + 1
+    counter.value += count
+    session.flush()
+    return range(start, start + count)
+
+
+def lock_counter(session: Session, name: str) -> Counter:
+    """Takes the counter's row lock until commit, without reserving a number: callers that
+    must see each other's work (e.g. the duplicate-identifier check) take turns on it."""
     counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
     if counter is None:
         # Two first-ever callers may race to create the row: let the database keep one.
@@ -31,7 +41,4 @@ def next_values(session: Session, name: str, count: int = 1) -> range:
         )
         counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
         assert counter is not None
-    start = counter.value + 1
-    counter.value += count
-    session.flush()
-    return range(start, start + count)
+    return counter

@@ -345,3 +345,74 @@ def test_desks_sending_registration_forms_to_one_server_at_once_are_all_answered
         result = audit.verify(s)
     assert registered == DESKS * FORMS_PER_DESK
     assert result.intact, result.first_break
+
+
+def _claim_identifier(
+    writer: int, url: str, actor: Actor, rounds: list[tuple[dict[str, str], int, int]]
+) -> list[str]:
+    """Writer 0 registers the person; writers 1 and 2 correct another record to their PESEL."""
+    factory = session_factory(url)
+    outcomes = []
+    try:
+        for person, first, second in rounds:
+            _barrier.wait(timeout=BARRIER_TIMEOUT)
+            try:
+                with unit_of_work(factory) as session:
+                    if writer == 0:
+                        patients.register_patient(session, actor, person)
+                    else:
+                        patients.amend_patient(
+                            session,
+                            actor,
+                            first if writer == 1 else second,
+                            {"id_type": "pesel", "national_id": person["national_id"]},
+                            "Identifier read from the patient's ID card",
+                        )
+                outcomes.append("stored")
+            except (patients.PossibleDuplicate, patients.InvalidInput):
+                outcomes.append("refused as duplicate")
+            except Exception as exc:  # noqa: BLE001 (reported to the test, which fails on it)
+                outcomes.append(repr(exc))
+    finally:
+        dispose_engines()
+    return outcomes
+
+
+def test_one_identifier_claimed_by_a_registration_and_two_corrections_at_once_is_stored_once(
+    factory, staff, database_url, writers
+):
+    """ASVS V15.4.2: a correction that gives a record a PESEL takes turns with registrations,
+    so two records never end up with the same identifier."""
+    coordinator = staff.actor(Role.COORDINATOR)
+    rounds = []
+    with unit_of_work(factory) as s:
+        for round_ in range(ROUNDS):
+            person = _same_patient(round_)
+            ids = [
+                patients.register_patient(
+                    s,
+                    coordinator,
+                    person
+                    | {
+                        "id_type": "passport",
+                        "national_id": f"PX{round_}{n}",
+                        "id_country": "DE",
+                        "given_name": ("Ewa-Maria", "Ewelina")[n - 1],
+                    },
+                ).id
+                for n in (1, 2)
+            ]
+            rounds.append((person, ids[0], ids[1]))
+    outcomes = _run_together(writers, _claim_identifier, database_url, coordinator, rounds)
+
+    for round_ in range(ROUNDS):
+        this_round = Counter(by_writer[round_] for by_writer in outcomes)
+        assert this_round == {"stored": 1, "refused as duplicate": WRITERS - 1}, (
+            round_,
+            this_round,
+        )
+    with factory() as s:
+        per_pesel = Counter(
+            s.scalars(select(Patient.national_id).where(Patient.id_type == "pesel"))
+        )
+    assert per_pesel == {person["national_id"]: 1 for person, _, _ in rounds}

@@ -35,7 +35,7 @@ from regenspine.patients.rules import (
     validate_patient,
     validate_reason,
 )
-from regenspine.sequences import next_values
+from regenspine.sequences import lock_counter, next_values
 
 PAGE_SIZE = 25
 
@@ -311,6 +311,11 @@ def amend_patient(
     changed = [k for k in PATIENT_FIELDS if before[k] != after[k]]
     if not changed:
         raise InvalidInput({"_form": Message(N_("Nothing was changed."))})
+    identifier_changed = {"id_type", "national_id", "id_country"} & set(changed)
+    if identifier_changed and data.id_type != IdentifierType.NONE and data.national_id:
+        # Same turn-taking as registration (see register_patient): the check below then sees
+        # every registration or amendment that committed before this one.
+        lock_counter(session, "mrn")
     if (
         data.id_type != IdentifierType.NONE
         and data.national_id
