@@ -29,5 +29,19 @@ lint: $(BIN)/uv
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
 
+# Benchmarks (not run in CI; figures in docs/benchmarks.md). PostgreSQL on 127.0.0.1:5432 is
+# needed for BENCH_BACKEND=both or postgresql; `make bench BENCH_BACKEND=sqlite` skips it.
+BENCH_BACKEND ?= both
+
+bench:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "make bench needs wrk, the HTTP load generator."; \
+	  echo "Install it with: sudo apt-get install wrk   (Debian/Ubuntu; package 'wrk')"; \
+	  exit 1; }
+	@$(MAKE) --no-print-directory install
+	$(BIN)/python bench/bench_demo_seed.py --backend $(BENCH_BACKEND)
+	$(BIN)/python bench/bench_load.py --backend $(BENCH_BACKEND)
+	$(BIN)/python bench/bench_cold_start.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from alembic.config import Config
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +22,7 @@ from regenspine.db import session_factory, unit_of_work
 from regenspine.errors import DomainError, InvalidInput
 
 if TYPE_CHECKING:
+    from alembic.config import Config
     from sqlalchemy.orm import Session
 
     from regenspine.auth.actor import Actor
@@ -54,6 +54,8 @@ def check_settings() -> None:
 
 
 def alembic_config(url: str | None = None) -> Config:
+    # Imported here: `regenspine serve` never needs Alembic, and its import slows start-up.
+    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

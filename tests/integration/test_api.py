@@ -28,10 +28,13 @@ MATRIX = [
     ("GET", "/api/v1/catalog/conditions", None, ALL),
     ("GET", "/api/v1/me", None, ALL),
     ("GET", "/api/v1/worklist", None, ALL - {Role.ADMIN}),
-    ("GET", "/api/v1/patients/{pid}/episodes", None,
-     ALL - {Role.ADMIN, Role.PHYSIOTHERAPIST}),
-    ("POST", "/api/v1/patients/{pid}/episodes", "episode",
-     {Role.COORDINATOR, Role.DOCTOR, Role.MEDICAL_DIRECTOR}),
+    ("GET", "/api/v1/patients/{pid}/episodes", None, ALL - {Role.ADMIN, Role.PHYSIOTHERAPIST}),
+    (
+        "POST",
+        "/api/v1/patients/{pid}/episodes",
+        "episode",
+        {Role.COORDINATOR, Role.DOCTOR, Role.MEDICAL_DIRECTOR},
+    ),
 ]
 
 
@@ -61,9 +64,16 @@ def test_each_role_is_allowed_or_refused_as_the_permission_table_says(
                 family_name=f"Role{chr(65 + n)}",
             )
         if body == "episode":
-            conditions = ["disc_protrusion", "disc_herniation", "spinal_stenosis",
-                          "degenerative_disc_disease", "sciatica", "radiculopathy",
-                          "annular_fissure", "low_back_pain"]
+            conditions = [
+                "disc_protrusion",
+                "disc_herniation",
+                "spinal_stenosis",
+                "degenerative_disc_disease",
+                "sciatica",
+                "radiculopathy",
+                "annular_fissure",
+                "low_back_pain",
+            ]
             payload = {"condition_code": conditions[list(Role).index(role)], "region": "lumbar"}
         if body == "amendment":
             payload = {"changes": {"city": f"Miasto {role.value}"}, "reason": "Moved house"}

@@ -22,8 +22,10 @@ def _counts_and_head(url: str) -> tuple[dict[str, int], str, bool]:
 
     factory = session_factory(url)
     with factory() as s:
-        counts = {t.name: s.scalar(select(func.count()).select_from(t)) or 0
-                  for t in Base.metadata.sorted_tables}
+        counts = {
+            t.name: s.scalar(select(func.count()).select_from(t)) or 0
+            for t in Base.metadata.sorted_tables
+        }
         result = audit.verify(s)
     return counts, result.head_hash, result.intact
 
@@ -49,9 +51,16 @@ def test_a_backup_restored_into_a_fresh_database_has_the_same_records_and_audit_
     with unit_of_work(factory) as s:
         for n in range(3):
             patients.register_patient(
-                s, staff.actor(Role.COORDINATOR),
-                valid_patient(id_type="passport", national_id=f"X100000{n}", id_country="DE",
-                              given_name="Anna", family_name=f"Backup{chr(65 + n)}"))
+                s,
+                staff.actor(Role.COORDINATOR),
+                valid_patient(
+                    id_type="passport",
+                    national_id=f"X100000{n}",
+                    id_country="DE",
+                    given_name="Anna",
+                    family_name=f"Backup{chr(65 + n)}",
+                ),
+            )
     before = _counts_and_head(database_url)
     runner = CliRunner()
     out = tmp_path / "clinic.backup"

@@ -108,18 +108,31 @@ def test_eligibility_cannot_be_set_by_hand_without_the_engine_or_a_justified_ove
         s.commit()
     for step, target in ((Step.OVERRIDE, S.ELIGIBLE), (Step.EVALUATE, S.ELIGIBLE)):
         with pytest.raises(service.StepNotAllowed), unit_of_work(factory) as s:
-            service.advance(s, staff.actor(Role.DOCTOR), episode_id, step, target,
-                            reason="x" * 40)
+            service.advance(s, staff.actor(Role.DOCTOR), episode_id, step, target, reason="x" * 40)
     assert _state(factory, episode_id) == "assessed"
 
 
 def test_a_step_taken_on_a_stale_view_is_a_conflict(factory, staff, episode_id):
     with unit_of_work(factory) as s:
-        service.advance(s, staff.actor(Role.COORDINATOR), episode_id, Step.CANCEL,
-                        S.CANCELLED, reason="Duplicate referral", expected_state=S.REFERRED)
+        service.advance(
+            s,
+            staff.actor(Role.COORDINATOR),
+            episode_id,
+            Step.CANCEL,
+            S.CANCELLED,
+            reason="Duplicate referral",
+            expected_state=S.REFERRED,
+        )
     with pytest.raises(Conflict) as err, unit_of_work(factory) as s:
-        service.advance(s, staff.actor(Role.MEDICAL_DIRECTOR), episode_id, Step.CANCEL,
-                        S.CANCELLED, reason="Patient declined", expected_state=S.REFERRED)
+        service.advance(
+            s,
+            staff.actor(Role.MEDICAL_DIRECTOR),
+            episode_id,
+            Step.CANCEL,
+            S.CANCELLED,
+            reason="Patient declined",
+            expected_state=S.REFERRED,
+        )
     assert "Someone else" in str(err.value)
 
 
@@ -131,8 +144,15 @@ def test_two_people_moving_one_episode_at_once_exactly_one_wins(factory, staff, 
         barrier.wait()
         try:
             with unit_of_work(factory) as s:
-                service.advance(s, staff.actor(role), episode_id, Step.CANCEL, S.CANCELLED,
-                                reason=f"Cancelled by {role.value}", expected_state=S.REFERRED)
+                service.advance(
+                    s,
+                    staff.actor(role),
+                    episode_id,
+                    Step.CANCEL,
+                    S.CANCELLED,
+                    reason=f"Cancelled by {role.value}",
+                    expected_state=S.REFERRED,
+                )
             outcomes.append("won")
         except Conflict:
             outcomes.append("conflict")

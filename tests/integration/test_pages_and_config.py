@@ -21,8 +21,7 @@ PAGES = [
 
 
 @pytest.mark.parametrize("language", ["en", "pl"])
-@pytest.mark.parametrize(("path", "role", "english", "polish"), PAGES,
-                         ids=[p[0] for p in PAGES])
+@pytest.mark.parametrize(("path", "role", "english", "polish"), PAGES, ids=[p[0] for p in PAGES])
 def test_page_renders_in_the_users_language(clients, path, role, english, polish, language):
     pid = clients(Role.COORDINATOR).post("/api/v1/patients", json=valid_patient()).json()["id"]
     client = clients(role)
@@ -37,10 +36,15 @@ def test_page_renders_in_the_users_language(clients, path, role, english, polish
         assert english not in r.text
 
 
-@pytest.mark.parametrize(("path", "role"), [
-    ("/patients/new", Role.AUDITOR), ("/audit", Role.NURSE), ("/admin/users", Role.DOCTOR),
-    ("/patients", Role.ADMIN),
-])
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [
+        ("/patients/new", Role.AUDITOR),
+        ("/audit", Role.NURSE),
+        ("/admin/users", Role.DOCTOR),
+        ("/patients", Role.ADMIN),
+    ],
+)
 def test_pages_refuse_roles_without_the_permission(clients, path, role):
     r = clients(role).get(path)
     assert r.status_code == 403
@@ -55,17 +59,24 @@ def test_pages_send_anonymous_visitors_to_sign_in(app, staff):
 def test_sign_in_never_redirects_to_another_site(app, staff):
     client = browser_client(app)
     client.get("/login")
-    r = client.post("/login", data={
-        "username": "nurse", "password": "correct-horse-battery-staple-42",
-        "next": "//evil.example/phish", "csrf_token": client.cookies["rs_csrf"]},
-        follow_redirects=False)
+    r = client.post(
+        "/login",
+        data={
+            "username": "nurse",
+            "password": "correct-horse-battery-staple-42",
+            "next": "//evil.example/phish",
+            "csrf_token": client.cookies["rs_csrf"],
+        },
+        follow_redirects=False,
+    )
     assert r.headers["location"] == "/patients"
 
 
 def test_stored_markup_in_free_text_is_shown_as_text(clients):
     client = clients(Role.NURSE)
-    pid = client.post("/api/v1/patients", json=valid_patient(
-        address='<img src=x onerror="alert(1)">')).json()["id"]
+    pid = client.post(
+        "/api/v1/patients", json=valid_patient(address='<img src=x onerror="alert(1)">')
+    ).json()["id"]
     page = client.get(f"/patients/{pid}").text
     assert '<img src=x onerror="alert(1)">' not in page
     assert "&lt;img src=x onerror=" in page
@@ -104,10 +115,21 @@ def test_many_failures_from_one_address_lock_sign_in_from_it(app, staff):
     client = browser_client(app)
     client.get("/login")
     for n in range(30):
-        client.post("/login", data={"username": f"ghost{n}", "password": "nope-nope-nope",
-                                    "csrf_token": client.cookies["rs_csrf"]})
-    r = client.post("/login", data={"username": "nurse",
-                                    "password": "correct-horse-battery-staple-42",
-                                    "csrf_token": client.cookies["rs_csrf"]},
-                    follow_redirects=False)
+        client.post(
+            "/login",
+            data={
+                "username": f"ghost{n}",
+                "password": "nope-nope-nope",
+                "csrf_token": client.cookies["rs_csrf"],
+            },
+        )
+    r = client.post(
+        "/login",
+        data={
+            "username": "nurse",
+            "password": "correct-horse-battery-staple-42",
+            "csrf_token": client.cookies["rs_csrf"],
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 401

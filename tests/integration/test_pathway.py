@@ -328,8 +328,9 @@ def _pdf_text_and_pages(content: bytes, tmp_path) -> tuple[str, int]:
         skip_or_fail("pdftoppm (poppler-utils) is not installed")
     pdf = tmp_path / "doc.pdf"
     pdf.write_bytes(content)
-    subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "page")],
-                   check=True, timeout=60)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "page")], check=True, timeout=60
+    )
     pages = sorted(tmp_path.glob("page-*.png"))
     assert all(p.stat().st_size > 1000 for p in pages)
     return text, len(pages)

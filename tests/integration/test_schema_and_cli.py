@@ -98,8 +98,14 @@ def test_demo_command_fills_an_empty_clinic_once_with_valid_synthetic_patients(c
     assert len({p.mrn for p in patients}) == 120
     assert team == 12
     assert result.intact and result.records > 8 + 120 + 1
-    assert states == {"referred": 5, "urgent_referral": 2, "not_eligible": 3, "assessed": 3,
-                      "eligible": 6, "consented": 3}
+    assert states == {
+        "referred": 5,
+        "urgent_referral": 2,
+        "not_eligible": 3,
+        "assessed": 3,
+        "eligible": 6,
+        "consented": 3,
+    }
 
 
 def test_db_upgrade_command_is_idempotent(cli_env):

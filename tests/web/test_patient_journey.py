@@ -107,8 +107,15 @@ def test_coordinator_registers_a_patient_and_finds_them_by_pesel(page, live_serv
     login(page, base_url, live_server.staff.username("coordinator"))
     page.goto(base_url + "/patients/new")
     expect(page.get_by_role("heading", level=1)).to_have_text("Register patient")
-    fill_registration(page, valid_patient(national_id=VALID_PESEL, email="jan.kowalski@example.org",
-                                          postal_code="30-001", address="ul. Floriańska 1"))
+    fill_registration(
+        page,
+        valid_patient(
+            national_id=VALID_PESEL,
+            email="jan.kowalski@example.org",
+            postal_code="30-001",
+            address="ul. Floriańska 1",
+        ),
+    )
     screenshot(page, "register-filled.png")
     page.get_by_role("button", name="Register patient").click()
 
@@ -142,8 +149,12 @@ def test_coordinator_registers_a_patient_and_finds_them_by_pesel(page, live_serv
 def test_invalid_pesel_shows_a_clear_message_and_registers_nothing(page, live_server, base_url):
     login(page, base_url, live_server.staff.username("coordinator"))
     page.goto(base_url + "/patients/new")
-    fill_registration(page, valid_patient(given_name="Antoni", family_name="Błędny",
-                                          national_id=WRONG_CHECK_DIGIT_PESEL))
+    fill_registration(
+        page,
+        valid_patient(
+            given_name="Antoni", family_name="Błędny", national_id=WRONG_CHECK_DIGIT_PESEL
+        ),
+    )
     page.get_by_role("button", name="Register patient").click()
 
     expect(page).to_have_url(base_url + "/patients/new")  # re-rendered, not redirected
@@ -170,10 +181,18 @@ def test_invalid_pesel_shows_a_clear_message_and_registers_nothing(page, live_se
 def test_amending_a_field_with_a_reason_shows_it_in_the_history(page, live_server, base_url):
     login(page, base_url, live_server.staff.username("coordinator"))
     born = date(1961, 3, 9)
-    chart = register(page, base_url, valid_patient(
-        given_name="Maria", family_name="Nowak", date_of_birth=born.isoformat(), sex="female",
-        national_id=make_pesel(born, 123, "female"), phone="+48 600 111 222",
-    ))
+    chart = register(
+        page,
+        base_url,
+        valid_patient(
+            given_name="Maria",
+            family_name="Nowak",
+            date_of_birth=born.isoformat(),
+            sex="female",
+            national_id=make_pesel(born, 123, "female"),
+            phone="+48 600 111 222",
+        ),
+    )
     expect(page.locator("#history")).to_contain_text("No corrections so far.")
 
     page.get_by_role("link", name="Amend record").click()
@@ -204,10 +223,17 @@ def test_amending_a_field_with_a_reason_shows_it_in_the_history(page, live_serve
 def test_amendment_without_reason_is_refused_and_changes_nothing(page, live_server, base_url):
     login(page, base_url, live_server.staff.username("coordinator"))
     born = date(1975, 11, 30)
-    chart = register(page, base_url, valid_patient(
-        given_name="Piotr", family_name="Wiśniewski", date_of_birth=born.isoformat(),
-        national_id=make_pesel(born, 456, "male"), phone="+48 602 555 666",
-    ))
+    chart = register(
+        page,
+        base_url,
+        valid_patient(
+            given_name="Piotr",
+            family_name="Wiśniewski",
+            date_of_birth=born.isoformat(),
+            national_id=make_pesel(born, 456, "male"),
+            phone="+48 602 555 666",
+        ),
+    )
 
     page.goto(base_url + chart + "/amend")
     by_label(page, "Phone").fill("+48 603 777 888")
@@ -310,16 +336,29 @@ def test_page_has_no_console_errors_or_csp_violations(page, browser, live_server
         p.on("console", on_console)
         p.on("response", on_response)
         p.on("pageerror", lambda e: problems.append(f"{p.url}: page error: {e}"))
-        p.on("requestfailed", lambda r: None if r.url.endswith(FAVICON) else problems.append(
-            f"{p.url}: request failed: {r.url} ({r.failure})"))
+        p.on(
+            "requestfailed",
+            lambda r: (
+                None
+                if r.url.endswith(FAVICON)
+                else problems.append(f"{p.url}: request failed: {r.url} ({r.failure})")
+            ),
+        )
 
     watch(page)
     login(page, base_url, live_server.staff.username("coordinator"))
     born = date(1988, 7, 21)
-    chart = register(page, base_url, valid_patient(
-        given_name="Ewa", family_name="Zielińska", date_of_birth=born.isoformat(), sex="female",
-        national_id=make_pesel(born, 789, "female"),
-    ))
+    chart = register(
+        page,
+        base_url,
+        valid_patient(
+            given_name="Ewa",
+            family_name="Zielińska",
+            date_of_birth=born.isoformat(),
+            sex="female",
+            national_id=make_pesel(born, 789, "female"),
+        ),
+    )
     for path in ("/patients", "/patients/new", chart, chart + "/amend", "/account"):
         page.goto(base_url + path)
         page.wait_for_load_state("networkidle")
@@ -348,17 +387,27 @@ def test_layout_works_at_tablet_width(page, live_server, base_url):
     page.set_viewport_size({"width": 768, "height": 1024})
     login(page, base_url, live_server.staff.username("coordinator"))
     born = date(1990, 1, 2)
-    chart = register(page, base_url, valid_patient(
-        given_name="Krzysztof", family_name="Wojciechowski-Kamiński",
-        date_of_birth=born.isoformat(),
-        national_id=make_pesel(born, 321, "male"), address="ul. Długa 12/4", postal_code="31-147",
-        emergency_contact_name="Agnieszka Wojciechowska", emergency_contact_phone="+48 604 000 111",
-    ))
+    chart = register(
+        page,
+        base_url,
+        valid_patient(
+            given_name="Krzysztof",
+            family_name="Wojciechowski-Kamiński",
+            date_of_birth=born.isoformat(),
+            national_id=make_pesel(born, 321, "male"),
+            address="ul. Długa 12/4",
+            postal_code="31-147",
+            emergency_contact_name="Agnieszka Wojciechowska",
+            emergency_contact_phone="+48 604 000 111",
+        ),
+    )
 
     overflow = "() => [document.documentElement.scrollWidth, window.innerWidth]"
-    for path, shot in (("/patients", "patients-list-tablet.png"),
-                       ("/patients/new", "register-tablet.png"),
-                       (chart, "chart-tablet.png")):
+    for path, shot in (
+        ("/patients", "patients-list-tablet.png"),
+        ("/patients/new", "register-tablet.png"),
+        (chart, "chart-tablet.png"),
+    ):
         page.goto(base_url + path)
         page.wait_for_load_state("networkidle")
         scroll_width, inner_width = page.evaluate(overflow)

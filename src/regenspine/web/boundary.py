@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 from fastapi import Request
+from fastapi.concurrency import contextmanager_in_threadpool
+from sqlalchemy import URL, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from regenspine.audit import service as audit
 from regenspine.auth.actor import ANONYMOUS, Actor
@@ -45,9 +50,58 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def transaction(request: Request) -> Iterator[Session]:
+POSTGRESQL_OPEN_TRANSACTIONS = 2
+
+# How many transactions of this process may be open at once on one database, per event loop
+# (see transaction()).
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[URL, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def open_transactions_limit(engine: Engine) -> int:
+    """SQLite: one, since every transaction holds the database write lock from its first
+    statement (BEGIN IMMEDIATE). PostgreSQL: two. Nearly every request appends to the audit
+    chain, whose lock is held from the append to the commit; each transaction admitted beside
+    the holder competes with it for the interpreter, so the holder commits later and everyone
+    waits longer (64 clients, 2 workers: 10 per process served about half the chart reads per
+    second that 1 did, 2 about three quarters; see docs/benchmarks.md). Two rather than one, so
+    a slow request (a PDF, an export) does not hold up its whole process."""
+    if engine.dialect.name == "sqlite":
+        return 1
+    pool = engine.pool
+    return min(POSTGRESQL_OPEN_TRANSACTIONS, pool.size() if isinstance(pool, QueuePool) else 10)
+
+
+def _admission(request: Request) -> asyncio.Semaphore:
+    engine: Engine = request.app.state.session_factory.kw["bind"]
+    gates = _gates.setdefault(asyncio.get_running_loop(), {})
+    gate = gates.get(engine.url)
+    if gate is None:
+        gate = gates[engine.url] = asyncio.Semaphore(open_transactions_limit(engine))
+    return gate
+
+
+async def transaction(request: Request) -> AsyncIterator[Session]:
     """FastAPI dependency (scope="function"): commits before the response is sent, so a client
-    never sees success for a write that did not reach the database."""
+    never sees success for a write that did not reach the database.
+
+    A request waits for its turn here, on the event loop, before it touches the database. Its
+    database work runs in worker threads, and a transaction may hold a lock until it commits:
+    the database write lock on SQLite, the audit chain's lock on PostgreSQL. Were requests
+    admitted without a limit, enough of them could wait for that lock (or for a pooled
+    connection) inside the shared worker threads that the holder of the lock would find no
+    thread to finish in, and every request would stall until a timeout."""
+    # The commit runs on a thread outside the shared pool (FastAPI's rule for __exit__).
+    async with (
+        _admission(request),
+        contextmanager_in_threadpool(_transaction(request)) as session,
+    ):
+        yield session
+
+
+@contextmanager
+def _transaction(request: Request) -> Iterator[Session]:
     factory = request.app.state.session_factory
     session: Session = factory()
     try:

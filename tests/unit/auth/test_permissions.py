@@ -64,13 +64,21 @@ def test_clinical_staff_can_register_and_correct_patients():
 
 
 def test_lab_technicians_and_physiotherapists_change_no_patient_record():
-    writes = {Permission.PATIENT_CREATE, Permission.PATIENT_AMEND, Permission.CONSENT_RECORD,
-              Permission.CONSULTATION_RECORD, Permission.ELIGIBILITY_OVERRIDE,
-              Permission.EPISODE_OPEN, Permission.USER_MANAGE}
+    writes = {
+        Permission.PATIENT_CREATE,
+        Permission.PATIENT_AMEND,
+        Permission.CONSENT_RECORD,
+        Permission.CONSULTATION_RECORD,
+        Permission.ELIGIBILITY_OVERRIDE,
+        Permission.EPISODE_OPEN,
+        Permission.USER_MANAGE,
+    }
     for role in (Role.LAB_TECHNICIAN, Role.PHYSIOTHERAPIST):
         assert not staff(role).permissions & writes
     assert staff(Role.PHYSIOTHERAPIST).permissions == {
-        Permission.PATIENT_READ, Permission.CLINICAL_TEXT_READ, Permission.CATALOG_READ,
+        Permission.PATIENT_READ,
+        Permission.CLINICAL_TEXT_READ,
+        Permission.CATALOG_READ,
         Permission.EPISODE_READ,
     }
     # The lab advances episodes, but only through the lab's steps (episodes/states.py).
