@@ -95,7 +95,7 @@ def serve(
     """Serve the web application and API."""
     import uvicorn
 
-    get_settings()  # refuse unsafe production settings before binding the port
+    settings = get_settings()  # refuse unsafe production settings before binding the port
     console.print(f"RegenSpine on [bold]http://{host}:{port}[/bold]")
     uvicorn.run(
         "regenspine.app:create_app",
@@ -104,7 +104,7 @@ def serve(
         port=port,
         workers=workers,
         proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=settings.trusted_proxies.replace(" ", ""),
         log_level="info",
     )
 

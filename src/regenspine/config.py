@@ -48,6 +48,11 @@ class Settings(BaseSettings):
 
     max_treatment_cycles: int = Field(default=3, ge=1, le=10)
 
+    # Addresses of the reverse proxies whose X-Forwarded-For / -Proto the app believes
+    # (comma-separated IPs or CIDR networks). The client address decides per-address sign-in
+    # throttling and is written to the audit log, so only a proxy the clinic runs may set it.
+    trusted_proxies: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Fa-f:.,/ ]+$")
+
     mfa_required_roles: tuple[str, ...] = ("admin", "doctor", "medical_director")
 
     @property

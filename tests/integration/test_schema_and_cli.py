@@ -126,3 +126,37 @@ def test_commands_refuse_to_run_in_production_with_the_default_secret_key(monkey
         get_settings.cache_clear()
     assert result.exit_code == 2
     assert "REGENSPINE_SECRET_KEY" in result.output
+
+
+def test_serve_believes_forwarded_addresses_only_from_the_configured_proxies(
+    monkeypatch, database_url
+):
+    """ASVS 5.0 V4.1.3 / V16.2.1: the client address used for sign-in throttling and written to
+    the audit log comes from X-Forwarded-For only when a trusted proxy sent it; the clinic
+    names its proxies (a proxy on another machine, a load balancer's network)."""
+    import uvicorn
+
+    from regenspine.cli import app
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setenv("REGENSPINE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["serve", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen["forwarded_allow_ips"] == "127.0.0.1"  # a proxy on the same machine
+    assert seen["proxy_headers"] is True and seen["workers"] == 2
+
+    monkeypatch.setenv("REGENSPINE_TRUSTED_PROXIES", "10.20.0.5, 10.30.0.0/16")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert seen["forwarded_allow_ips"] == "10.20.0.5,10.30.0.0/16"
+
+    monkeypatch.setenv("REGENSPINE_TRUSTED_PROXIES", "*")  # trusting everyone is refused
+    get_settings.cache_clear()
+    seen.clear()
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code != 0
+    assert seen == {}
+    get_settings.cache_clear()
