@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
@@ -234,3 +235,42 @@ def test_disabling_an_account_ends_its_sessions(app, staff):
     r = admin.patch(f"/api/v1/users/{nurse_id}", json={"is_active": False})
     assert r.status_code == 200 and r.json()["is_active"] is False
     assert nurse.get("/api/v1/me").status_code == 401
+
+
+def test_a_totp_code_signs_in_once_only(app, staff, factory):
+    """ASVS 5.0 V6.5.1: a time-based code accepted once cannot be replayed within its window,
+    not even the code used to turn two-step sign-in on; the next code works."""
+    client = sign_in(app, "medical-director")
+    client.get("/account/mfa")
+    with factory() as s:
+        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    enrol_code = totp.at(now)
+    assert client.post("/account/mfa", data={"code": enrol_code}).status_code == 200
+
+    first = browser_client(app)
+    _login(first, "medical-director", PASSWORD)
+    replay = first.post("/login/mfa", data={"code": enrol_code, "csrf_token": _csrf(first)})
+    assert replay.status_code == 401
+    assert "The code is not correct or has expired" in replay.text
+    assert first.get("/api/v1/me").status_code == 401
+
+    next_code = totp.at(now + totp.interval)  # the authenticator's next code (drift window)
+    good = first.post(
+        "/login/mfa", data={"code": next_code, "csrf_token": _csrf(first)}, follow_redirects=False
+    )
+    assert good.status_code == 303
+    assert first.get("/api/v1/me").status_code == 200
+
+    second = browser_client(app)
+    _login(second, "medical-director", PASSWORD)
+    again = second.post("/login/mfa", data={"code": next_code, "csrf_token": _csrf(second)})
+    assert again.status_code == 401
+    with factory() as s:
+        refused = s.scalar(
+            select(func.count())
+            .select_from(AuditRecord)
+            .where(AuditRecord.action == "auth.mfa_failed")
+        )
+    assert refused == 2

@@ -23,6 +23,8 @@ class User(Base):
     language: Mapped[str] = mapped_column(String(5), default="en")
     mfa_secret: Mapped[str | None] = mapped_column(String(64))
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The 30-second time step of the last accepted TOTP code: a code is accepted once only.
+    mfa_last_step: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

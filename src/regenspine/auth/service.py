@@ -274,6 +274,32 @@ def _totp(secret: str) -> pyotp.TOTP:
     return pyotp.TOTP(secret)
 
 
+def matching_totp_step(secret: str, code: str, at: datetime, window: int = 1) -> int | None:
+    """The time step (RFC 6238) whose code equals ``code``, within ``window`` steps of ``at``
+    either way to allow for clock drift; None when no step matches."""
+    totp = _totp(secret)
+    found = None
+    for offset in range(-window, window + 1):
+        moment = at + timedelta(seconds=offset * totp.interval)
+        if secrets.compare_digest(totp.at(moment), code):
+            found = totp.timecode(moment)
+    return found
+
+
+def _accept_totp(session: Session, user: User, code: str) -> bool:
+    """A correct code not used before (ASVS V6.5.1): each time step's code signs in once, so a
+    code seen over someone's shoulder or in a proxy log cannot be replayed in its window."""
+    if not user.mfa_secret or not code.isdigit():
+        return False
+    session.flush()
+    session.refresh(user, with_for_update=True)  # two sign-ins with one code take turns
+    step = matching_totp_step(user.mfa_secret, code, utcnow())
+    if step is None or (user.mfa_last_step is not None and step <= user.mfa_last_step):
+        return False
+    user.mfa_last_step = step
+    return True
+
+
 def complete_mfa(
     session: Session, token: str, code: str, source_ip: str, user_agent: str
 ) -> tuple[str, WebSession]:
@@ -283,7 +309,7 @@ def complete_mfa(
         raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
     user = active.user
     code = code.strip().replace(" ", "")
-    ok = bool(user.mfa_secret) and _totp(user.mfa_secret or "").verify(code, valid_window=1)
+    ok = _accept_totp(session, user, code)
     used_recovery = False
     if not ok:
         recovery = session.scalar(
@@ -339,9 +365,7 @@ def confirm_mfa_enrolment(session: Session, actor: Actor, code: str) -> list[str
     user = _user(session, actor.user_id)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
-    if not user.mfa_secret or not _totp(user.mfa_secret).verify(
-        code.strip().replace(" ", ""), valid_window=1
-    ):
+    if not _accept_totp(session, user, code.strip().replace(" ", "")):
         raise InvalidInput(
             {"code": Message(N_("The code does not match. Scan the QR code again and retry."))}
         )
