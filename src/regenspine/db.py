@@ -137,9 +137,18 @@ def serialise_appends(session: Session, name: str) -> None:
 
 
 def database_is_reachable(factory: sessionmaker[Session]) -> bool:
+    """SELECT 1 outside any transaction: on SQLite a session would BEGIN IMMEDIATE and queue
+    behind every writer, so a busy clinic would look like a dead database to the balancer."""
+    engine: Engine = factory.kw["bind"]
     try:
-        with factory() as session:
-            session.execute(text("SELECT 1"))
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+            cursor.close()
+        finally:
+            connection.close()
         return True
     except Exception:
         return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from tests.conftest import browser_client
 
@@ -26,7 +26,8 @@ def test_liveness_answers_without_a_single_database_statement(app):
         client = browser_client(app)
         live = client.get("/livez")
         assert statements == []
-        client.get("/healthz")  # the listener does see the readiness check's query
+        with app.state.session_factory() as session:  # the listener does see the app's queries
+            session.execute(text("SELECT 1"))
         assert statements, "the statement listener is not attached to the app's engine"
     finally:
         event.remove(engine, "before_cursor_execute", seen)
@@ -47,3 +48,27 @@ def test_liveness_stays_up_while_the_database_is_unreachable():
     client = browser_client(create_app(settings))
     assert client.get("/livez").status_code == 200
     assert client.get("/healthz").status_code == 503
+
+
+def test_readiness_does_not_queue_behind_a_writer(tmp_path):
+    """SQLite: a transaction holding the database write lock is normal under load; /healthz
+    must still answer 200, not wait out the busy timeout and report the database dead (503).
+    (On PostgreSQL SELECT 1 takes no lock that a writer holds.)"""
+    from sqlalchemy import create_engine
+
+    from regenspine.app import create_app
+    from regenspine.config import get_settings
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    settings = get_settings().model_copy(update={"database_url": url})
+    client = browser_client(create_app(settings))
+    engine = create_engine(url, connect_args={"isolation_level": None})
+    with engine.connect() as writer:
+        writer.exec_driver_sql("PRAGMA journal_mode=WAL")
+        writer.exec_driver_sql("CREATE TABLE t (x)")
+        writer.exec_driver_sql("BEGIN IMMEDIATE")  # the database write lock, held
+        writer.exec_driver_sql("INSERT INTO t VALUES (1)")
+        answer = client.get("/healthz")
+        writer.exec_driver_sql("ROLLBACK")
+    engine.dispose()
+    assert answer.status_code == 200
