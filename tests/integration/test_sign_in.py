@@ -274,3 +274,19 @@ def test_a_totp_code_signs_in_once_only(app, staff, factory):
             .where(AuditRecord.action == "auth.mfa_failed")
         )
     assert refused == 2
+
+
+def test_a_name_that_matches_no_account_is_not_written_to_the_audit_log(app, staff, factory):
+    """ASVS 5.0 V16.2.5 / V14.2.1: people type their password into the username field; a
+    sign-in name that matches no account is recorded as a key, never as the text, and the same
+    key still counts towards the lock."""
+    typed = "Summer-Holiday-2026!"  # a password typed as the user name
+    client = browser_client(app)
+    for _ in range(6):
+        assert _login(client, typed, "whatever-else-was-typed").status_code == 401
+    with factory() as s:
+        rows = s.scalars(select(AuditRecord).where(AuditRecord.action == "auth.login_failed")).all()
+    assert len(rows) == 6
+    assert all(typed.lower() not in f"{r.entity_id} {r.detail}".lower() for r in rows)
+    assert len({r.entity_id for r in rows}) == 1 and rows[0].entity_id.startswith("unknown:")
+    assert json.loads(rows[-1].detail)["reason"] == "locked"  # five failures lock that name too

@@ -125,6 +125,13 @@ class SignIn:
         return not self.web_session.mfa_passed
 
 
+def unknown_account_key(username: str) -> str:
+    """How a sign-in with a name that matches no account is recorded: people type their
+    password into the username field, so the text itself must not reach the audit log. The
+    same name gives the same key, so repeated attempts still show and still lock."""
+    return "unknown:" + sha256_hex(username)[:16]
+
+
 def _failed(username: str, reason: str) -> InvalidCredentials:
     # One message for every cause, so an attacker learns nothing about accounts or locks.
     return InvalidCredentials(
@@ -152,16 +159,17 @@ def sign_in(
     now = utcnow()
     policy = _throttle_policy()
     since = now - policy.window
+    user = session.scalar(select(User).where(User.username == username))
+    account = username if user is not None else unknown_account_key(username)
     if sign_in_locked(
-        _recent_failures(session, "account", username, since),
+        _recent_failures(session, "account", account, since),
         _recent_failures(session, "ip", source_ip, since),
         policy,
     ):
-        raise _failed(username, "locked")
-    user = session.scalar(select(User).where(User.username == username))
+        raise _failed(account, "locked")
     if user is None:
         _password_matches(_decoy_hash(), password)
-        raise _failed(username, "unknown_user")
+        raise _failed(account, "unknown_user")
     if not _password_matches(user.password_hash, password):
         raise _failed(username, "wrong_password")
     if not user.is_active:
