@@ -276,3 +276,22 @@ def test_a_png_named_pdf_is_stored_as_a_png_and_a_pdf_with_markup_inside_as_a_pd
     assert again.status_code == 303, again.text[:500]
     latest = max(stored_consents(factory), key=lambda c: c.id)
     assert latest.scan_content_type == "application/pdf" and latest.scan_data == polyglot
+
+
+def test_a_real_scan_the_browser_could_not_type_is_accepted_as_what_it_is(
+    clients,
+    episode,  # noqa: F811
+    factory,
+):
+    """A browser that does not know a file's type sends application/octet-stream: that claims
+    nothing, so a real PDF is accepted and stored as a PDF; HTML sent the same way is not."""
+    assess(clients, episode)
+    refused = upload(
+        clients, episode, "scan", b"<html>not a scan</html>", "application/octet-stream"
+    )
+    assert refused.status_code == 422
+    assert "The file is not a PDF, PNG or JPEG document." in refused.text
+    accepted = upload(clients, episode, "scan", PDF, "application/octet-stream")
+    assert accepted.status_code == 303, accepted.text[:500]
+    [consent] = stored_consents(factory)
+    assert consent.scan_content_type == "application/pdf"

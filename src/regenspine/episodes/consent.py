@@ -28,6 +28,9 @@ SIGNATURES = {
 METHODS = ("tablet_signature", "scanned_form")
 
 
+GENERIC_TYPES = frozenset({None, "", "application/octet-stream", "binary/octet-stream"})
+
+
 def sniff(data: bytes) -> str | None:
     for content_type, prefixes in SIGNATURES.items():
         if any(data.startswith(p) for p in prefixes):
@@ -89,7 +92,9 @@ def record_consent(
             errors["scan"] = Message(N_("The file is larger than 5 MB."))
         else:
             sniffed = sniff(scan)
-            if sniffed is None or (scan_content_type and scan_content_type != sniffed):
+            # A browser that does not know the file's type says so: that claims nothing.
+            claimed = scan_content_type if scan_content_type not in GENERIC_TYPES else None
+            if sniffed is None or (claimed and claimed != sniffed):
                 errors["scan"] = Message(
                     N_("The file is not a PDF, PNG or JPEG document. Scan the form again.")
                 )
