@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,3 +215,36 @@ def clients(app, staff):  # type: ignore[no-untyped-def]
         return cache[role]
 
     return get
+
+
+@contextmanager
+def serve_in_thread(app, timeout: float = 60.0, **config):  # type: ignore[no-untyped-def]
+    """The app behind a real uvicorn on a free loopback port, in a thread of this process;
+    yields its base URL once the server accepts connections and stops it afterwards.
+    ``config`` goes to ``uvicorn.Config`` (log level, access log...)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    settings = {"log_level": "warning", "lifespan": "off", "timeout_graceful_shutdown": 5}
+    server = uvicorn.Server(uvicorn.Config(app, **(settings | config)))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="regenspine-test-server"
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            assert thread.is_alive(), "the server thread stopped before it started serving"
+            assert time.monotonic() < deadline, "the server did not start in time"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -11,7 +11,6 @@ worker-thread pool) and the clients are more than its threads.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from regenspine.auth import service as auth
 from regenspine.auth.permissions import Permission, Role
 from regenspine.db import unit_of_work
 from regenspine.patients import service as patients
-from tests.conftest import valid_patient
+from tests.conftest import serve_in_thread, valid_patient
 
 # anyio's default pool has 40 worker threads; the clients must outnumber them.
 CLIENTS = 64
@@ -39,31 +38,8 @@ CLIENT_TIMEOUT = 120.0
 
 @pytest.fixture
 def served(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(400):
-            try:
-                if httpx.get(base_url + "/livez", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            threading.Event().wait(0.05)
+    with serve_in_thread(app) as base_url:
         yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def test_more_concurrent_chart_reads_than_worker_threads_are_all_served_and_audited(

@@ -9,9 +9,7 @@ with its own connection pool, as the workers of `regenspine serve --workers N` a
 from __future__ import annotations
 
 import multiprocessing
-import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +35,7 @@ from regenspine.errors import Conflict
 from regenspine.patients import service as patients
 from regenspine.patients.models import Patient
 from regenspine.patients.pesel import make_pesel
-from tests.conftest import PASSWORD, valid_patient
+from tests.conftest import PASSWORD, serve_in_thread, valid_patient
 
 WRITERS = 3
 APPENDS_PER_WRITER = 25
@@ -266,8 +264,6 @@ def one_worker(database_url: str) -> Iterator[str]:
     blocks the event loop then fails with a 500 instead of hanging the worker, and this test,
     for good.
     """
-    import uvicorn
-
     from regenspine.app import create_app
 
     url = make_url(database_url)
@@ -278,24 +274,10 @@ def one_worker(database_url: str) -> Iterator[str]:
             update={"database_url": url.render_as_string(hide_password=False)}
         )
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield base_url
+        with serve_in_thread(app) as base_url:
+            yield base_url
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
         dispose_engines()
 
 

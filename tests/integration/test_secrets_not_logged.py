@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +19,7 @@ from regenspine.audit.models import AuditRecord
 from regenspine.auth.models import User
 from regenspine.db import get_engine
 from regenspine.web.security import ANON_CSRF_COOKIE, SESSION_COOKIE
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, serve_in_thread
 
 WRONG_PASSWORD = "wrong-horse-battery-staple-17"
 NEW_PASSWORD = "quiet-lantern-orchard-copper-58"
@@ -37,28 +34,8 @@ TEST_CLIENT_LOGGERS = ("httpx", "httpcore")
 @contextmanager
 def running(app) -> Iterator[str]:
     """The app behind a real uvicorn on a free loopback port, access log on, as in `serve`."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, log_config=None, log_level="debug", access_log=True, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
+    with serve_in_thread(app, log_config=None, log_level="debug", access_log=True) as base_url:
         yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture

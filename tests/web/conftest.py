@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, PASSWORD, Staff, make_staff, skip_or_fail
+from tests.conftest import ARTIFACTS, PASSWORD, Staff, make_staff, serve_in_thread, skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,33 +39,8 @@ class LiveServer:
         return self.base_url + path
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def _wait_healthy(base_url: str, thread: threading.Thread, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    last_error: object = None
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the uvicorn thread stopped before the server answered")
-        try:
-            with urllib.request.urlopen(base_url + "/healthz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-                last_error = response.status
-        except Exception as exc:  # connection refused while starting
-            last_error = exc
-        time.sleep(0.05)
-    raise RuntimeError(f"the live server did not answer /healthz with 200: {last_error!r}")
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    import uvicorn
 
     from regenspine.app import create_app
     from regenspine.cli import upgrade_database
@@ -81,23 +52,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     staff = make_staff(session_factory(url))
     app = create_app(get_settings().model_copy(update={"database_url": url}))
 
-    sock = _free_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="regenspine-live-server"
-    )
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base_url, thread)
+    with serve_in_thread(app) as base_url:
         yield LiveServer(base_url, url, staff)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="session")
