@@ -45,6 +45,7 @@ from regenspine.episodes import service as episodes
 from regenspine.episodes.states import TRANSITIONS, Step
 from regenspine.patients import service as patients
 from tests.conftest import PASSWORD, browser_client, sign_in, valid_patient
+from tests.integration.test_pathway import good_consultation
 
 
 class Outcome(StrEnum):
@@ -98,34 +99,6 @@ class Fixture:
     tokens: dict[tuple[Role, str], int]  # (owner, "api" | "page") -> API token id
     target_user: int  # an account the administrator may edit
     care_team_candidate: int  # a staff member who may be added to a care team
-
-
-def good_consultation(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "presenting_complaint": "Low back pain radiating to the left buttock for a year",
-        "pain_weeks": 52,
-        "physiotherapy_weeks": 12,
-        "prior_treatments": "NSAIDs, physiotherapy",
-        "prior_fusion_levels": [],
-        "medications": "ibuprofen as needed",
-        "bmi": 26.5,
-        "imaging_modality": "mri",
-        "imaging_date": "2026-10-01",
-        "level_findings": {
-            "L4-L5": {
-                "pfirrmann": 3,
-                "herniation": "protrusion",
-                "annular_fissure": True,
-                "modic": "none",
-                "stenosis": "none",
-                "disc_height_loss_percent": 20,
-            }
-        },
-        "diagnoses": [{"condition": "disc_protrusion", "levels": ["L4-L5"], "side": None}],
-        "target_levels": ["L4-L5"],
-    }
-    data.update(overrides)
-    return data
 
 
 def red_flags(positive: bool = False) -> dict[str, bool]:
