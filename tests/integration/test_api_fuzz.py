@@ -14,9 +14,9 @@ OWASP ASVS 5.0, level 2:
 
 The fuzz runs on a SQLite database of its own, holding the demo clinic (patients and episodes
 at every stage of the pathway), instead of the parametrised ``database_url``: what is under
-test is the HTTP contract, and one backend keeps the file well inside its time budget
-(about 50 s for all eight roles). Generation is derandomised with a fixed seed, so a CI failure reproduces
-locally. A deeper search by hand: ``REGENSPINE_FUZZ_EXAMPLES=200``.
+test is the HTTP contract, and one backend keeps the file well inside its time budget (about
+50 s for all eight roles). Generation is derandomised with a fixed seed, so a CI failure
+reproduces locally. A deeper search by hand: ``REGENSPINE_FUZZ_EXAMPLES=200``.
 """
 
 from __future__ import annotations
