@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,12 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Take the write lock at the start: every request may append to the audit chain, and
         # upgrading a read lock later would fail with "database is locked" instead of waiting.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only transaction (see begin_read_only) never writes, so it takes no lock: in
+        # WAL mode it reads a snapshot beside the writer.
+        if conn.get_execution_options().get(_READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_engine(url: str) -> Engine:
@@ -123,6 +129,58 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+_READ_ONLY_OPTION = "regenspine_read_only"
+_READ_ONLY_KEY = "regenspine.read_only"
+
+
+class WriteInReadOnlyTransaction(RuntimeError):
+    """A use case wrote inside a transaction that was opened as read-only: a programming error."""
+
+
+@dataclass
+class DeferredWork:
+    """What a read-only transaction leaves to be written after it: audit appends (the audit
+    service's pending records) and small idempotent updates, applied together in one later
+    write transaction that must commit before the request is answered."""
+
+    appends: list[Any] = field(default_factory=list)
+    writes: list[Callable[[Session], None]] = field(default_factory=list)
+
+    def discard(self) -> None:
+        self.appends.clear()
+        self.writes.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.appends or self.writes)
+
+
+def begin_read_only(session: Session, work: DeferredWork) -> None:
+    """Opens the session's transaction as read-only: on SQLite without the write lock. Writes
+    are refused; audit appends and deferred updates go to `work` instead."""
+    session.info[_READ_ONLY_KEY] = work
+    session.connection(execution_options={_READ_ONLY_OPTION: True})
+
+
+def deferred_work(session: Session) -> DeferredWork | None:
+    """The work a read-only transaction defers, or None in an ordinary transaction."""
+    work = session.info.get(_READ_ONLY_KEY)
+    return work if isinstance(work, DeferredWork) else None
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush_in_read_only(session: Session, _context: Any, _instances: Any) -> None:
+    if _READ_ONLY_KEY in session.info and (session.new or session.dirty or session.deleted):
+        raise WriteInReadOnlyTransaction("a read-only transaction tried to write rows")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_statement_in_read_only(state: Any) -> None:
+    if _READ_ONLY_KEY in state.session.info and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise WriteInReadOnlyTransaction("a read-only transaction tried to write rows")
 
 
 def serialise_appends(session: Session, name: str) -> None:

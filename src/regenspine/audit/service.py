@@ -24,13 +24,29 @@ from regenspine.audit.chain import (
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.actor import Actor
 from regenspine.auth.permissions import Permission
-from regenspine.db import serialise_appends, utcnow
+from regenspine.db import deferred_work, serialise_appends, utcnow
 
 
 class Outcome(StrEnum):
     SUCCESS = "success"
     REFUSED = "refused"
     FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class PendingAppend:
+    """One record's content before it takes its place (seq, time, hashes) in the chain."""
+
+    actor_user_id: int | None
+    actor_username: str
+    actor_role: str
+    action: str
+    entity_type: str
+    entity_id: str
+    patient_id: int | None
+    source_ip: str
+    outcome: str
+    detail: str
 
 
 def record(
@@ -43,16 +59,13 @@ def record(
     patient_id: int | None = None,
     outcome: Outcome = Outcome.SUCCESS,
     detail: Mapping[str, Any] | None = None,
-) -> AuditRecord:
-    """Append one record to the chain inside the caller's transaction."""
-    serialise_appends(session, "audit_records")
-    head = session.execute(
-        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-    ).first()
-    seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS_HASH)
-    entry = ChainEntry(
-        seq=seq,
-        at=utcnow(),
+) -> None:
+    """Append one record to the chain inside the caller's transaction.
+
+    In a read-only transaction (a read the web boundary opened without the write lock) the
+    record is handed to the boundary instead, which appends it in a write transaction of its
+    own that commits before the request is answered."""
+    pending = PendingAppend(
         actor_user_id=actor.user_id,
         actor_username=actor.username,
         actor_role=str(actor.role or ""),
@@ -63,28 +76,33 @@ def record(
         source_ip=actor.source_ip,
         outcome=str(outcome),
         detail=json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, default=str),
-        prev_hash=prev_hash,
-        hash="",
     )
-    row = AuditRecord(
-        seq=entry.seq,
-        at=entry.at,
-        actor_user_id=entry.actor_user_id,
-        actor_username=entry.actor_username,
-        actor_role=entry.actor_role,
-        action=entry.action,
-        entity_type=entry.entity_type,
-        entity_id=entry.entity_id,
-        patient_id=entry.patient_id,
-        source_ip=entry.source_ip,
-        outcome=entry.outcome,
-        detail=entry.detail,
-        prev_hash=prev_hash,
-        hash=compute_hash(prev_hash, entry),
-    )
-    session.add(row)
-    session.flush()
-    return row
+    work = deferred_work(session)
+    if work is not None:
+        work.appends.append(pending)
+    else:
+        append(session, [pending])
+
+
+def append(session: Session, pending: Sequence[PendingAppend]) -> None:
+    """Chains the records in order after the current head, in one statement; the caller's
+    transaction holds the chain's lock from here until it commits."""
+    if not pending:
+        return
+    serialise_appends(session, "audit_records")
+    head = session.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for item in pending:
+        seq += 1
+        entry = ChainEntry(seq=seq, at=now, **vars(item), prev_hash=prev_hash, hash="")
+        digest = compute_hash(prev_hash, entry)
+        rows.append({k: v for k, v in vars(entry).items() if k != "row_id"} | {"hash": digest})
+        prev_hash = digest
+    session.execute(insert(AuditRecord), rows)
 
 
 @dataclass(frozen=True)

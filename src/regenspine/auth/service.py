@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -12,7 +13,7 @@ import pyotp
 import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
@@ -28,7 +29,7 @@ from regenspine.auth.rules import (
     sign_in_locked,
 )
 from regenspine.config import get_settings
-from regenspine.db import utcnow
+from regenspine.db import deferred_work, utcnow
 from regenspine.errors import (
     N_,
     Conflict,
@@ -587,6 +588,18 @@ def revoke_api_token(session: Session, actor: Actor, token_id: int) -> None:
         )
 
 
+def _touch_token(token_id: int, now: datetime) -> Callable[[Session], None]:
+    def touch(session: Session) -> None:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id)
+            .where(or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now))
+            .values(last_used_at=now)
+        )
+
+    return touch
+
+
 def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | None:
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == sha256_hex(secret)))
     now = utcnow()
@@ -598,7 +611,11 @@ def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | 
     if user is None or not user.is_active:
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        token.last_used_at = now
+        work = deferred_work(session)
+        if work is None:
+            token.last_used_at = now
+        else:  # a read-only request: written with its audit record, before the answer
+            work.writes.append(_touch_token(token.id, now))
     scopes = frozenset(
         Permission(s) for s in token.scopes.split() if s in Permission._value2member_map_
     )

@@ -17,6 +17,7 @@ from regenspine.patients.schemas import (
     PatientSearchPage,
     PatientSummary,
 )
+from regenspine.web.boundary import reads_only
 from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
@@ -60,6 +61,7 @@ def register(body: PatientCreate, db: Db, actor: ApiActor) -> PatientPublic:
 
 
 @router.get("/{patient_id}", response_model=PatientPublic, responses=REFUSALS | NOT_FOUND)
+@reads_only
 def read(patient_id: RowId, db: Db, actor: ApiActor) -> PatientPublic:
     return PatientPublic.model_validate(service.get_patient(db, actor, patient_id))
 

@@ -7,6 +7,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import contextmanager_in_threadpool
@@ -15,10 +16,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from regenspine.audit import service as audit
+from regenspine.audit.appender import group_appender
 from regenspine.auth.actor import ANONYMOUS, Actor
+from regenspine.db import DeferredWork, begin_read_only
 from regenspine.errors import DomainError
 
 log = logging.getLogger("regenspine.boundary")
+F = TypeVar("F", bound=Any)
 
 
 def record_refusal(session: Session, actor: Actor, exc: DomainError) -> None:
@@ -51,12 +55,16 @@ def client_ip(request: Request) -> str:
 
 
 POSTGRESQL_OPEN_TRANSACTIONS = 2
+# Read-only transactions hold no lock (their audit records are appended afterwards, see
+# audit/appender.py), so they cannot starve the worker threads the way writers could; the
+# limit only keeps them from crowding the interpreter.
+READ_ONLY_OPEN_TRANSACTIONS = 4
 
 # How many transactions of this process may be open at once on one database, per event loop
 # (see transaction()).
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[URL, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
+_gates: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[URL, bool], asyncio.Semaphore]
+] = weakref.WeakKeyDictionary()
 
 
 def open_transactions_limit(engine: Engine) -> int:
@@ -73,18 +81,37 @@ def open_transactions_limit(engine: Engine) -> int:
     return min(POSTGRESQL_OPEN_TRANSACTIONS, pool.size() if isinstance(pool, QueuePool) else 10)
 
 
-def _admission(request: Request) -> asyncio.Semaphore:
+def _admission(request: Request, *, read_only: bool = False) -> asyncio.Semaphore:
     engine: Engine = request.app.state.session_factory.kw["bind"]
     gates = _gates.setdefault(asyncio.get_running_loop(), {})
-    gate = gates.get(engine.url)
+    key = (engine.url, read_only)
+    gate = gates.get(key)
     if gate is None:
-        gate = gates[engine.url] = asyncio.Semaphore(open_transactions_limit(engine))
+        limit = READ_ONLY_OPEN_TRANSACTIONS if read_only else open_transactions_limit(engine)
+        gate = gates[key] = asyncio.Semaphore(limit)
     return gate
+
+
+def reads_only(endpoint: F) -> F:
+    """Marks a route whose use case only reads (and audits the read): a request to it with an
+    API token runs in a read-only transaction, and its audit records are group-committed."""
+    endpoint.__regenspine_reads_only__ = True
+    return endpoint
+
+
+def _runs_read_only(request: Request) -> bool:
+    # Bearer tokens only: a browser session's sign-in may write (expiry, MFA state) on any page.
+    route = request.scope.get("route")
+    return getattr(getattr(route, "endpoint", None), "__regenspine_reads_only__", False) and (
+        request.headers.get("authorization", "").lower().startswith("bearer ")
+    )
 
 
 async def transaction(request: Request) -> AsyncIterator[Session]:
     """FastAPI dependency (scope="function"): commits before the response is sent, so a client
-    never sees success for a write that did not reach the database.
+    never sees success for a write that did not reach the database. Routes marked reads_only
+    run, for API tokens, in a read-only transaction whose audit records are group-committed
+    (see _read_transaction).
 
     A request waits for its turn here, on the event loop, before it touches the database. Its
     database work runs in worker threads, and a transaction may hold a lock until it commits:
@@ -92,12 +119,58 @@ async def transaction(request: Request) -> AsyncIterator[Session]:
     admitted without a limit, enough of them could wait for that lock (or for a pooled
     connection) inside the shared worker threads that the holder of the lock would find no
     thread to finish in, and every request would stall until a timeout."""
+    if _runs_read_only(request):
+        work = DeferredWork()
+        try:
+            async with (
+                _admission(request, read_only=True),
+                contextmanager_in_threadpool(_read_transaction(request, work)) as session,
+            ):
+                yield session
+        except DomainError:
+            await _commit_deferred_refusal(request, work)
+            raise
+        if work:
+            await group_appender(request.app.state.session_factory).commit(work)
+        return
     # The commit runs on a thread outside the shared pool (FastAPI's rule for __exit__).
     async with (
         _admission(request),
         contextmanager_in_threadpool(_transaction(request)) as session,
     ):
         yield session
+
+
+async def _commit_deferred_refusal(request: Request, work: DeferredWork) -> None:
+    if work:
+        try:
+            await group_appender(request.app.state.session_factory).commit(work)
+        except Exception:  # the refusal stands even if its record could not be written
+            log.exception("could not record a refusal")
+
+
+@contextmanager
+def _read_transaction(request: Request, work: DeferredWork) -> Iterator[Session]:
+    """A transaction that only reads; what it defers (its audit records, the token's last-use
+    time) is written afterwards by the group appender, with other requests' records, and the
+    response waits for that commit. A refusal is recorded the same way before it is sent."""
+    factory = request.app.state.session_factory
+    session: Session = factory()
+    try:
+        begin_read_only(session, work)
+        yield session
+        session.commit()  # wrote nothing: ends the read
+    except DomainError as exc:
+        session.rollback()
+        work.discard()  # as a rollback would: only the refusal is recorded
+        record_refusal(session, request_actor(request), exc)
+        raise
+    except BaseException:
+        session.rollback()
+        work.discard()
+        raise
+    finally:
+        session.close()
 
 
 @contextmanager

@@ -1,0 +1,95 @@
+"""Group commit for the audit appends of read-only requests: the records of every request
+waiting at that moment are chained in one write transaction, under one lock, with one commit.
+
+A chart read is a read plus an audit record, and the records take turns (one chain, no forks).
+One transaction and one durable commit per record made the turns the bottleneck; here a request
+hands its records over after its read and is answered only once the write transaction holding
+them has committed. If that transaction fails, every request in it fails and none is answered
+with its data. Nothing outlives the call: a process keeps no records of its own between
+batches, so any number of processes and machines can append to the same chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+
+from anyio import CapacityLimiter, to_thread
+from sqlalchemy import URL, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from regenspine.audit import service as audit
+from regenspine.db import DeferredWork, unit_of_work
+
+log = logging.getLogger("regenspine.audit")
+
+
+class AuditNotRecorded(RuntimeError):
+    """The write transaction holding this request's audit record did not commit."""
+
+
+@dataclass
+class _Waiting:
+    work: DeferredWork
+    done: asyncio.Future[None]
+
+
+class GroupAppender:
+    """One per event loop and database: a queue of waiting requests and at most one write
+    transaction in progress."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+        self._queue: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, work: DeferredWork) -> None:
+        """Returns once `work` is durably committed; raises AuditNotRecorded if it was not."""
+        waiting = _Waiting(work, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+        # A client that goes away does not stop the batch: its record is written all the same.
+        await asyncio.shield(waiting.done)
+
+    async def _write_batches(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                # A thread of its own, not one of the shared pool: requests must not be able to
+                # take every thread while this transaction waits for the chain's lock.
+                await to_thread.run_sync(self._write, batch, limiter=CapacityLimiter(1))
+            except Exception as exc:
+                log.exception("could not write a batch of %d audited requests", len(batch))
+                for waiting in batch:
+                    if not waiting.done.done():
+                        error = AuditNotRecorded("the audit record could not be written")
+                        error.__cause__ = exc
+                        waiting.done.set_exception(error)
+            else:
+                for waiting in batch:
+                    if not waiting.done.done():
+                        waiting.done.set_result(None)
+
+    def _write(self, batch: list[_Waiting]) -> None:
+        with unit_of_work(self._factory) as session:
+            for waiting in batch:
+                for write in waiting.work.writes:
+                    write(session)
+            audit.append(session, [record for w in batch for record in w.work.appends])
+
+
+_appenders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[URL, GroupAppender]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def group_appender(factory: sessionmaker[Session]) -> GroupAppender:
+    engine: Engine = factory.kw["bind"]
+    appenders = _appenders.setdefault(asyncio.get_running_loop(), {})
+    appender = appenders.get(engine.url)
+    if appender is None:
+        appender = appenders[engine.url] = GroupAppender(factory)
+    return appender
