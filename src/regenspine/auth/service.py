@@ -601,14 +601,21 @@ def _touch_token(token_id: int, now: datetime) -> Callable[[Session], None]:
 
 
 def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | None:
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == sha256_hex(secret)))
+    # The token and its owner in one statement: this runs on every API request.
+    found = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == sha256_hex(secret))
+    ).first()
+    if found is None:
+        return None
+    token, user = found
     now = utcnow()
-    if token is None or token.revoked_at is not None:
+    if token.revoked_at is not None:
         return None
     if token.expires_at is not None and token.expires_at <= now:
         return None
-    user = session.get(User, token.user_id)
-    if user is None or not user.is_active:
+    if not user.is_active:
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         work = deferred_work(session)
