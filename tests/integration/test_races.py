@@ -398,3 +398,74 @@ def test_one_identifier_claimed_by_a_registration_and_two_corrections_at_once_is
             s.scalars(select(Patient.national_id).where(Patient.id_type == "pesel"))
         )
     assert per_pesel == {person["national_id"]: 1 for person, _, _ in rounds}
+
+
+GROUPS_PER_WRITER = 3
+REQUESTS_PER_GROUP = 10
+
+
+def _append_in_groups_or_alone(writer: int, url: str, _: None) -> list[str]:
+    """Writer 0 appends one record per transaction, as a request that writes does; the others
+    hand over groups of records at once, as concurrent chart reads do."""
+    import asyncio
+
+    from regenspine.audit.appender import GroupAppender
+    from regenspine.db import DeferredWork
+
+    if writer == 0:
+        return _append_audit_records(writer, url, GROUPS_PER_WRITER * REQUESTS_PER_GROUP)
+    factory = session_factory(url)
+    appender = GroupAppender(factory)
+    problems: list[str] = []
+
+    def work(group: int, n: int) -> DeferredWork:
+        deferred = DeferredWork()
+        deferred.appends.append(
+            audit.PendingAppend(
+                actor_user_id=None,
+                actor_username="system",
+                actor_role="",
+                action="test.process_append",
+                entity_type="test",
+                entity_id=f"{writer}-{group * REQUESTS_PER_GROUP + n}",
+                patient_id=None,
+                source_ip="",
+                outcome="success",
+                detail="{}",
+            )
+        )
+        return deferred
+
+    async def groups() -> None:
+        for group in range(GROUPS_PER_WRITER):
+            results = await asyncio.gather(
+                *(appender.commit(work(group, n)) for n in range(REQUESTS_PER_GROUP)),
+                return_exceptions=True,
+            )
+            problems.extend(repr(r) for r in results if r is not None)
+
+    _barrier.wait(timeout=BARRIER_TIMEOUT)
+    try:
+        asyncio.run(groups())
+    finally:
+        dispose_engines()
+    return problems
+
+
+def test_group_appends_from_several_processes_beside_single_appends_keep_one_chain(
+    factory, database_url, writers
+):
+    """ASVS V16.4.2, V15.4.2: processes that append groups of chart-read records in one
+    transaction each, beside a process appending one record per transaction, lose no record
+    and never fork the chain."""
+    problems = _run_together(writers, _append_in_groups_or_alone, database_url, None)
+
+    assert problems == [[]] * WRITERS
+    per_writer = GROUPS_PER_WRITER * REQUESTS_PER_GROUP
+    with factory() as s:
+        seqs = s.scalars(select(AuditRecord.seq).order_by(AuditRecord.seq)).all()
+        written = set(s.scalars(select(AuditRecord.entity_id)))
+        result = audit.verify(s)
+    assert seqs == list(range(1, WRITERS * per_writer + 1))
+    assert written == {f"{w}-{i}" for w in range(WRITERS) for i in range(per_writer)}
+    assert result.intact, result.first_break

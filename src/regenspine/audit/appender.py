@@ -12,8 +12,12 @@ batches, so any number of processes and machines can append to the same chain.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from anyio import CapacityLimiter, to_thread
@@ -74,11 +78,34 @@ class GroupAppender:
                         waiting.done.set_result(None)
 
     def _write(self, batch: list[_Waiting]) -> None:
-        with unit_of_work(self._factory) as session:
+        with _between_processes(self._factory.kw["bind"]), unit_of_work(self._factory) as session:
             for waiting in batch:
                 for write in waiting.work.writes:
                     write(session)
             audit.append(session, [record for w in batch for record in w.work.appends])
+
+
+@contextmanager
+def _between_processes(engine: Engine) -> Iterator[None]:
+    """On SQLite the appenders of several processes queue on a lock file beside the database
+    before they ask for its write lock. SQLite makes a waiting writer poll with growing sleeps
+    (up to 100 ms each); the lock file hands over as soon as the holder is done. This only
+    orders the waiting: SQLite's write lock still serialises the appends, and where the file
+    cannot be opened the appender goes without it."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    fd = None
+    if database and database != ":memory:":
+        try:
+            fd = os.open(database + "-append.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            log.warning("no append lock file beside the database; appending without it")
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 _appenders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[URL, GroupAppender]] = (
