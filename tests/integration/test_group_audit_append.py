@@ -197,3 +197,31 @@ def test_a_chart_read_whose_audit_record_cannot_be_written_is_not_answered_with_
     assert r.status_code == 500
     assert "Kowalski" not in r.text
     assert len(_records(factory)) == before
+
+
+def test_the_appender_empties_a_grown_write_ahead_log_and_the_chain_holds(tmp_path, monkeypatch):
+    """V16.4.2: on SQLite, read-only requests that never pause keep the write-ahead log from
+    being restarted by the automatic checkpoints; past its size limit the appender empties it
+    after a batch, and the records it holds are kept."""
+    from regenspine.audit import appender as appender_module
+    from regenspine.cli import upgrade_database
+    from regenspine.db import session_factory
+
+    url = f"sqlite:///{tmp_path / 'clinic.db'}"
+    upgrade_database(url)
+    factory = session_factory(url)
+    wal = tmp_path / "clinic.db-wal"
+    try:
+        asyncio.run(GroupAppender(factory).commit(_work(1)))
+        assert wal.stat().st_size > 0  # under the limit: left to the automatic checkpoints
+
+        monkeypatch.setattr(appender_module, "WAL_RESTART_BYTES", 1)
+        asyncio.run(GroupAppender(factory).commit(_work(2)))
+
+        assert wal.stat().st_size == 0
+        rows = _records(factory)
+        assert [r.entity_id for r in rows] == ["1", "2"]
+        with factory() as s:
+            assert audit.verify(s).intact
+    finally:
+        factory.kw["bind"].dispose()

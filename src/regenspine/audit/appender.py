@@ -78,11 +78,14 @@ class GroupAppender:
                         waiting.done.set_result(None)
 
     def _write(self, batch: list[_Waiting]) -> None:
-        with _between_processes(self._factory.kw["bind"]), unit_of_work(self._factory) as session:
-            for waiting in batch:
-                for write in waiting.work.writes:
-                    write(session)
-            audit.append(session, [record for w in batch for record in w.work.appends])
+        engine: Engine = self._factory.kw["bind"]
+        with _between_processes(engine):
+            with unit_of_work(self._factory) as session:
+                for waiting in batch:
+                    for write in waiting.work.writes:
+                        write(session)
+                audit.append(session, [record for w in batch for record in w.work.appends])
+            _keep_wal_small(engine)
 
 
 @contextmanager
@@ -106,6 +109,33 @@ def _between_processes(engine: Engine) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)  # releases the lock
+
+
+# SQLite's automatic checkpoints cannot restart the write-ahead log while readers keep using
+# it, and read-only requests overlap without pause under load: left alone the log grows by tens
+# of megabytes a minute and every read slows down. Past this size the appender (the usual
+# writer) empties it.
+WAL_RESTART_BYTES = 16 * 1024 * 1024
+
+
+def _keep_wal_small(engine: Engine) -> None:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        return
+    try:
+        if os.path.getsize(database + "-wal") < WAL_RESTART_BYTES:
+            return
+    except OSError:
+        return
+    # Outside any transaction; waits (busy timeout) for the readers still in the log, which
+    # take milliseconds; readers that start meanwhile read the database file.
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.close()
+    finally:
+        connection.close()
 
 
 _appenders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[URL, GroupAppender]] = (
