@@ -20,7 +20,6 @@ import argparse
 import http.client
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import HOST, free_port, regenspine_command
+
 from regenspine.cli import upgrade_database
 
-HOST = "127.0.0.1"
 TARGET_S = 2.0
 GIVE_UP_S = 60.0
 IMPORT_LABEL = 'python -c "import regenspine.app"'
@@ -41,17 +41,6 @@ CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECOD
 
 class BenchError(RuntimeError):
     """Something operational went wrong: the figures would mean nothing."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def regenspine_command() -> list[str]:
-    script = Path(sys.executable).with_name("regenspine")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "regenspine.cli"]
 
 
 def status(port: int, path: str) -> int | None:

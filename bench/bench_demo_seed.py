@@ -13,35 +13,15 @@ import argparse
 import random
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from _common import fresh_database
+from sqlalchemy import insert
 
 from regenspine.cli import upgrade_database
-from regenspine.db import dispose_engines, session_factory, unit_of_work
+from regenspine.db import session_factory, unit_of_work
 from regenspine.demo import SEED, _patient_rows, load_demo
 from regenspine.patients.models import Patient
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def fresh_database(backend: str, tmp: Path) -> tuple[str, object]:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}"
-        return url, lambda: None
-    name = f"regenspine_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        dispose_engines()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
 
 
 def run(backend: str, patients: int) -> tuple[float, float]:

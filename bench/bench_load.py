@@ -27,7 +27,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,11 +34,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from _common import HOST, free_port, fresh_database, regenspine_command
+from sqlalchemy import func, select
 
 from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
@@ -50,8 +49,6 @@ from regenspine.db import dispose_engines, session_factory, unit_of_work
 from regenspine.demo import load_demo
 from regenspine.patients.models import Patient
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-HOST = "127.0.0.1"
 P99_TARGET_MS = 50.0
 RATIO_TARGET = 0.5
 MAX_PATHS = 5000
@@ -59,24 +56,6 @@ MAX_PATHS = 5000
 
 class BenchError(RuntimeError):
     """Something operational went wrong: the figures would mean nothing."""
-
-
-def fresh_database(backend: str, tmp: Path) -> tuple[str, object]:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}"
-        return url, lambda: None
-    name = f"regenspine_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        dispose_engines()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
 
 
 @dataclass(frozen=True)
@@ -132,17 +111,6 @@ end
 def lua_script(paths: list[str], where: Path) -> Path:
     where.write_text(LUA % ", ".join(f'"{p}"' for p in paths))
     return where
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def regenspine_command() -> list[str]:
-    script = Path(sys.executable).with_name("regenspine")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "regenspine.cli"]
 
 
 def get(url: str, token: str | None = None) -> int:
