@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -84,6 +86,29 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# A pooled connection unused for this long is tested before use. Testing every checkout (the
+# pool's pre_ping) costs a round trip per request; a connection in steady use is known to work,
+# and a server restart under load fails the statements in flight, after which the pool drops
+# every connection it holds.
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["regenspine_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("regenspine_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool replaces the connection and tries again
+            raise DisconnectionError("a pooled connection no longer answers") from exc
+
+
 def get_engine(url: str) -> Engine:
     engine = _engines.get(url)
     if engine is None:
@@ -100,9 +125,8 @@ def get_engine(url: str) -> Engine:
             )
             _configure_sqlite(engine)
         else:
-            engine = create_engine(
-                url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
-            )
+            engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+            _ping_after_idle(engine)
         _engines[url] = engine
     return engine
 
@@ -111,6 +135,7 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    _read_only_binds.clear()
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
@@ -156,16 +181,29 @@ class DeferredWork:
         return bool(self.appends or self.writes)
 
 
-def begin_read_only(session: Session, work: DeferredWork) -> None:
-    """Opens the session's transaction as read-only: on SQLite without the write lock. Writes
-    are refused; audit appends and deferred updates go to `work` instead."""
+def read_only_session(factory: sessionmaker[Session], work: DeferredWork) -> Session:
+    """A session whose transaction only reads: on SQLite without the write lock (a WAL
+    snapshot beside the writer), on PostgreSQL in autocommit (under READ COMMITTED every
+    statement reads its own snapshot, in a transaction or not: without BEGIN and COMMIT the
+    same reads cost two round trips fewer). Writes are refused; audit appends and deferred
+    updates go to `work` instead. Opening it does no I/O: the connection is taken on first use."""
+    session = factory(bind=_read_only_bind(factory.kw["bind"]))
     session.info[_READ_ONLY_KEY] = work
-    options: dict[str, Any] = {_READ_ONLY_OPTION: True}
-    if session.get_bind().dialect.name == "postgresql":
-        # Under READ COMMITTED every statement reads its own snapshot, in a transaction or not:
-        # without BEGIN and COMMIT the same reads cost two round trips fewer.
-        options["isolation_level"] = "AUTOCOMMIT"
-    session.connection(execution_options=options)
+    return session
+
+
+_read_only_binds: dict[Engine, Engine] = {}
+
+
+def _read_only_bind(engine: Engine) -> Engine:
+    # The same pool with the options set once, rather than on every request's connection.
+    bind = _read_only_binds.get(engine)
+    if bind is None:
+        options: dict[str, Any] = {_READ_ONLY_OPTION: True}
+        if engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        bind = _read_only_binds[engine] = engine.execution_options(**options)
+    return bind
 
 
 def deferred_work(session: Session) -> DeferredWork | None:

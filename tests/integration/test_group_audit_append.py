@@ -18,7 +18,7 @@ from regenspine.auth.permissions import Permission, Role
 from regenspine.db import (
     DeferredWork,
     WriteInReadOnlyTransaction,
-    begin_read_only,
+    read_only_session,
     unit_of_work,
     utcnow,
 )
@@ -105,8 +105,7 @@ def test_a_read_only_transaction_refuses_to_write(factory, staff):
     instead of writing past the audit log's ordering or losing the write."""
     with unit_of_work(factory) as s:
         pid = patients.register_patient(s, staff.actor(Role.COORDINATOR), valid_patient()).id
-    with factory() as s:
-        begin_read_only(s, DeferredWork())
+    with read_only_session(factory, DeferredWork()) as s:
         patient = s.get(Patient, pid)
         assert patient is not None
         patient.city = "Gdańsk"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
 
+from regenspine.auth.actor import Actor
 from regenspine.auth.permissions import Permission
 from regenspine.patients import service
 from regenspine.patients.schemas import (
@@ -17,7 +19,8 @@ from regenspine.patients.schemas import (
     PatientSearchPage,
     PatientSummary,
 )
-from regenspine.web.boundary import reads_only
+from regenspine.web.answers import model_json
+from regenspine.web.boundary import reads_only, run_statements
 from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
@@ -30,12 +33,17 @@ INVALID = responses(422)
 
 
 @router.get("", response_model=PatientSearchPage, responses=REFUSALS | INVALID)
-def search(
+@reads_only
+async def search(
     db: Db,
     actor: ApiActor,
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-) -> PatientSearchPage:
+) -> Response:
+    return model_json(await run_statements(db, _search, db, actor, q, page))
+
+
+def _search(db: Session, actor: Actor, q: str, page: int) -> PatientSearchPage:
     result = service.search_patients(db, actor, q, page)
     return PatientSearchPage(
         items=[PatientSummary.model_validate(p) for p in result.patients],
@@ -62,7 +70,11 @@ def register(body: PatientCreate, db: Db, actor: ApiActor) -> PatientPublic:
 
 @router.get("/{patient_id}", response_model=PatientPublic, responses=REFUSALS | NOT_FOUND)
 @reads_only
-def read(patient_id: RowId, db: Db, actor: ApiActor) -> PatientPublic:
+async def read(patient_id: RowId, db: Db, actor: ApiActor) -> Response:
+    return model_json(await run_statements(db, _chart, db, actor, patient_id))
+
+
+def _chart(db: Session, actor: Actor, patient_id: int) -> PatientPublic:
     return PatientPublic.model_validate(service.get_patient(db, actor, patient_id))
 
 

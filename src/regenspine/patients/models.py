@@ -13,8 +13,19 @@ from regenspine.db import Base, UTCDateTime, utcnow
 class Patient(Base):
     __tablename__ = "patients"
     __table_args__ = (
-        Index("ix_patients_family_name_norm", "family_name_norm"),
-        Index("ix_patients_given_name_norm", "given_name_norm"),
+        # Name search is by prefix. On PostgreSQL the pattern operator class lets `LIKE 'abc%'`
+        # use the index whatever the database's collation; SQLite searches a range of the plain
+        # index (see patients.service.name_starts_with).
+        Index(
+            "ix_patients_family_name_norm",
+            "family_name_norm",
+            postgresql_ops={"family_name_norm": "varchar_pattern_ops"},
+        ),
+        Index(
+            "ix_patients_given_name_norm",
+            "given_name_norm",
+            postgresql_ops={"given_name_norm": "varchar_pattern_ops"},
+        ),
         Index("ix_patients_date_of_birth", "date_of_birth"),
         Index("ix_patients_national_id", "national_id"),
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
@@ -219,6 +219,55 @@ class PatientPage:
         return max(1, -(-self.total // self.page_size))
 
 
+def name_starts_with(dialect: str, column: Any, prefix: str) -> ColumnElement[bool]:
+    """`column` starts with `prefix`, in a form the column's index can answer.
+
+    SQLite's LIKE ignores ASCII case, so it cannot use a plain index; a range of the index in
+    byte order is the same prefix match. PostgreSQL's range follows the database's collation,
+    in which a range is not a prefix; its LIKE uses the pattern-operator index instead."""
+    after = _after(prefix) if prefix else None
+    if dialect == "sqlite" and after is not None:
+        return and_(column >= prefix, column < after)
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return cast("ColumnElement[bool]", column.like(like, escape="\\"))
+
+
+def _after(prefix: str) -> str | None:
+    """The first string after every string that starts with `prefix`, in code-point order
+    (which UTF-8 byte order follows); None when there is none to write."""
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates cannot be stored
+        last = 0xE000
+    return None if last > 0x10FFFF else prefix[:-1] + chr(last)
+
+
+def search_statement(dialect: str, actor: Actor, text: str) -> Select[Any]:
+    """The patients the actor may see that match `text` (see search_patients), unordered."""
+    stmt = _visible(select(Patient), actor)
+    if not text:
+        return stmt
+    compact = text.replace(" ", "").upper()
+    as_date = parse_date(text)
+    scanned_mrn = mrn_from_scan(text)
+    if as_date is not None:
+        return stmt.where(Patient.date_of_birth == as_date)
+    if compact.isdigit() and len(compact) == 11:
+        return stmt.where(Patient.national_id == compact)
+    if scanned_mrn is not None:
+        return stmt.where(or_(Patient.mrn == scanned_mrn, Patient.national_id == compact))
+    if compact[:2].isalpha() and compact[2:8].isdigit() and len(compact) == 9:
+        return stmt.where(or_(Patient.mrn == compact, Patient.national_id == compact))
+    for token in normalise_for_search(text).split()[:4]:
+        stmt = stmt.where(
+            or_(
+                name_starts_with(dialect, Patient.family_name_norm, token),
+                name_starts_with(dialect, Patient.given_name_norm, token),
+                Patient.national_id == token.upper(),
+            )
+        )
+    return stmt
+
+
 def search_patients(
     session: Session, actor: Actor, query: str, page: int = 1, page_size: int = PAGE_SIZE
 ) -> PatientPage:
@@ -226,29 +275,7 @@ def search_patients(
     actor.require(Permission.PATIENT_READ)
     text = query.strip()[:100]
     page = max(1, min(page, 10_000))
-    stmt = _visible(select(Patient), actor)
-    if text:
-        compact = text.replace(" ", "").upper()
-        as_date = parse_date(text)
-        scanned_mrn = mrn_from_scan(text)
-        if as_date is not None:
-            stmt = stmt.where(Patient.date_of_birth == as_date)
-        elif compact.isdigit() and len(compact) == 11:
-            stmt = stmt.where(Patient.national_id == compact)
-        elif scanned_mrn is not None:
-            stmt = stmt.where(or_(Patient.mrn == scanned_mrn, Patient.national_id == compact))
-        elif compact[:2].isalpha() and compact[2:8].isdigit() and len(compact) == 9:
-            stmt = stmt.where(or_(Patient.mrn == compact, Patient.national_id == compact))
-        else:
-            for token in normalise_for_search(text).split()[:4]:
-                like = token.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                stmt = stmt.where(
-                    or_(
-                        Patient.family_name_norm.like(like, escape="\\"),
-                        Patient.given_name_norm.like(like, escape="\\"),
-                        Patient.national_id == token.upper(),
-                    )
-                )
+    stmt = search_statement(session.get_bind().dialect.name, actor, text)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(
         stmt.order_by(Patient.family_name_norm, Patient.given_name_norm, Patient.id)

@@ -18,7 +18,7 @@ from regenspine.auth.models import User, WebSession
 from regenspine.auth.permissions import Permission
 from regenspine.config import get_settings
 from regenspine.errors import N_, DomainError, Message, NotAuthenticated, PermissionDenied
-from regenspine.web.boundary import client_ip, transaction
+from regenspine.web.boundary import client_ip, run_statements, transaction
 
 SESSION_COOKIE = "rs_session"
 ANON_CSRF_COOKIE = "rs_csrf"
@@ -103,7 +103,7 @@ async def identify(request: Request, db: Db) -> Identity:
     ip = client_ip(request)
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
-        actor = await run_in_threadpool(auth.resolve_api_token, db, authorization[7:].strip(), ip)
+        actor = await run_statements(db, auth.resolve_api_token, db, authorization[7:].strip(), ip)
         if actor is None:
             raise NotAuthenticated(Message(N_("The API token is not valid, expired or revoked.")))
         identity = Identity(actor=actor)
