@@ -194,6 +194,8 @@ class Ledger:
     timelines: dict[int, list[tuple[str, str | None, str]]] = field(default_factory=dict)
     # Episode id -> (consultation version, state) of an acknowledged assessment.
     assessments: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # Patient id -> chart reads answered with the chart (each promises its audit record).
+    chart_reads: Counter[int] = field(default_factory=Counter)
 
     def next_number(self) -> int:
         with self.lock:
@@ -213,12 +215,20 @@ class Desk:
         self.ledger = ledger
 
     def post(self, role: Role, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        return self.send(role, "POST", path, body)
+
+    def get(self, role: Role, path: str) -> dict[str, Any] | None:
+        return self.send(role, "GET", path)
+
+    def send(
+        self, role: Role, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         ledger = self.ledger
         with ledger.lock:
             ledger.in_flight += 1
         try:
-            response = self.client.post(
-                path, json=body, headers={"Authorization": f"Bearer {self.tokens[role]}"}
+            response = self.client.request(
+                method, path, json=body, headers={"Authorization": f"Bearer {self.tokens[role]}"}
             )
         except httpx.TransportError as exc:
             with ledger.lock:
@@ -256,7 +266,9 @@ def _events(detail: dict[str, Any]) -> list[tuple[str, str | None, str]]:
 
 
 def _journey(desk: Desk, number: int) -> None:
-    """One patient's first steps: registration, an episode, then an assessment or a cancel.
+    """One patient's first steps: registration, the doctor reading the chart (a read-only
+    request whose audit record is group-committed before the answer), an episode, then an
+    assessment or a cancel.
 
     Custody events and PROM submissions belong here once those domains exist.
     """
@@ -267,6 +279,11 @@ def _journey(desk: Desk, number: int) -> None:
         return
     with ledger.lock:
         ledger.patients[patient["id"]] = data | {"mrn": patient["mrn"]}
+    chart = desk.get(Role.DOCTOR, f"/api/v1/patients/{patient['id']}")
+    if chart is None:
+        return
+    with ledger.lock:
+        ledger.chart_reads[chart["id"]] += 1
     episode = desk.post(
         Role.COORDINATOR,
         f"/api/v1/patients/{patient['id']}/episodes",
@@ -331,6 +348,20 @@ def _acknowledged_writes_missing(session: Session, ledger: Ledger) -> list[str]:
         stored = stored_timelines.get(episode_id, [])
         if stored[: len(acknowledged)] != acknowledged:
             problems.append(f"episode {episode_id}: stored {stored}, acknowledged {acknowledged}")
+    reads = Counter(
+        int(patient_id)
+        for patient_id in session.scalars(
+            select(AuditRecord.entity_id).where(
+                AuditRecord.action == "patient.read", AuditRecord.actor_role == Role.DOCTOR.value
+            )
+        )
+    )
+    for patient_id, answered in ledger.chart_reads.items():
+        if reads[patient_id] < answered:
+            problems.append(
+                f"patient {patient_id}: {answered} chart reads answered, "
+                f"{reads[patient_id]} audit records"
+            )
     for episode_id, (version, state) in ledger.assessments.items():
         consultation = session.scalar(
             select(Consultation.id).where(
@@ -478,6 +509,7 @@ def test_a_server_killed_under_load_keeps_every_acknowledged_write_and_an_intact
     assert in_flight_at_kill >= 1 and ledger.unanswered >= 1, "the kill must cut off requests"
     assert ledger.unexpected == [], ledger.unexpected
     assert len(ledger.patients) >= 1 and len(ledger.timelines) >= 1
+    assert sum(ledger.chart_reads.values()) >= 1
 
     # Restart straight away; check the database and run `audit verify` while it starts.
     with (

@@ -11,16 +11,17 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from multiprocessing.pool import Pool
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
 from regenspine.audit.models import AuditRecord
@@ -40,6 +41,7 @@ from tests.conftest import PASSWORD, serve_in_thread, valid_patient
 WRITERS = 3
 APPENDS_PER_WRITER = 25
 ROUNDS = 6
+R = TypeVar("R")
 BARRIER_TIMEOUT = 60.0
 TASK_TIMEOUT = 180.0
 
@@ -138,23 +140,43 @@ def _same_patient(round_: int) -> dict[str, str]:
     )
 
 
-def _register(writer: int, url: str, actor: Actor, rounds: int) -> list[str]:
+def _rounds(
+    url: str,
+    rounds: Iterable[R],
+    write: Callable[[Session, R], object],
+    refusals: tuple[type[Exception], ...],
+    outcomes: tuple[str, str],
+) -> list[str]:
+    """One write per round, in its own transaction, released at the barrier together with the
+    other writers' writes of the same round. Each round's outcome is the first of `outcomes`
+    (stored), the second (one of `refusals`), or the unexpected exception itself."""
     factory = session_factory(url)
-    outcomes = []
+    stored, refused = outcomes
+    results = []
     try:
-        for round_ in range(rounds):
+        for round_ in rounds:
             _barrier.wait(timeout=BARRIER_TIMEOUT)
             try:
                 with unit_of_work(factory) as session:
-                    patients.register_patient(session, actor, _same_patient(round_))
-                outcomes.append("registered")
-            except patients.PossibleDuplicate:
-                outcomes.append("refused as duplicate")
+                    write(session, round_)
+                results.append(stored)
+            except refusals:
+                results.append(refused)
             except Exception as exc:  # noqa: BLE001 (reported to the test, which fails on it)
-                outcomes.append(repr(exc))
+                results.append(repr(exc))
     finally:
         dispose_engines()
-    return outcomes
+    return results
+
+
+def _register(writer: int, url: str, actor: Actor, rounds: int) -> list[str]:
+    return _rounds(
+        url,
+        range(rounds),
+        lambda session, round_: patients.register_patient(session, actor, _same_patient(round_)),
+        (patients.PossibleDuplicate,),
+        ("registered", "refused as duplicate"),
+    )
 
 
 def test_the_same_patient_registered_at_two_desks_at_once_is_registered_once(
@@ -186,30 +208,18 @@ def test_the_same_patient_registered_at_two_desks_at_once_is_registered_once(
 
 
 def _cancel(writer: int, url: str, actor: Actor, episode_ids: list[int]) -> list[str]:
-    factory = session_factory(url)
-    outcomes = []
-    try:
-        for episode_id in episode_ids:
-            _barrier.wait(timeout=BARRIER_TIMEOUT)
-            try:
-                with unit_of_work(factory) as session:
-                    episodes.advance(
-                        session,
-                        actor,
-                        episode_id,
-                        Step.CANCEL,
-                        EpisodeState.CANCELLED,
-                        reason=f"Cancelled at desk {writer}",
-                        expected_state=EpisodeState.REFERRED,
-                    )
-                outcomes.append("moved")
-            except Conflict:
-                outcomes.append("refused as conflict")
-            except Exception as exc:  # noqa: BLE001 (reported to the test, which fails on it)
-                outcomes.append(repr(exc))
-    finally:
-        dispose_engines()
-    return outcomes
+    def cancel(session: Session, episode_id: int) -> None:
+        episodes.advance(
+            session,
+            actor,
+            episode_id,
+            Step.CANCEL,
+            EpisodeState.CANCELLED,
+            reason=f"Cancelled at desk {writer}",
+            expected_state=EpisodeState.REFERRED,
+        )
+
+    return _rounds(url, episode_ids, cancel, (Conflict,), ("moved", "refused as conflict"))
 
 
 def test_one_episode_moved_from_two_desks_at_once_takes_the_step_once(
@@ -333,31 +343,27 @@ def _claim_identifier(
     writer: int, url: str, actor: Actor, rounds: list[tuple[dict[str, str], int, int]]
 ) -> list[str]:
     """Writer 0 registers the person; writers 1 and 2 correct another record to their PESEL."""
-    factory = session_factory(url)
-    outcomes = []
-    try:
-        for person, first, second in rounds:
-            _barrier.wait(timeout=BARRIER_TIMEOUT)
-            try:
-                with unit_of_work(factory) as session:
-                    if writer == 0:
-                        patients.register_patient(session, actor, person)
-                    else:
-                        patients.amend_patient(
-                            session,
-                            actor,
-                            first if writer == 1 else second,
-                            {"id_type": "pesel", "national_id": person["national_id"]},
-                            "Identifier read from the patient's ID card",
-                        )
-                outcomes.append("stored")
-            except (patients.PossibleDuplicate, patients.InvalidInput):
-                outcomes.append("refused as duplicate")
-            except Exception as exc:  # noqa: BLE001 (reported to the test, which fails on it)
-                outcomes.append(repr(exc))
-    finally:
-        dispose_engines()
-    return outcomes
+
+    def claim(session: Session, round_: tuple[dict[str, str], int, int]) -> None:
+        person, first, second = round_
+        if writer == 0:
+            patients.register_patient(session, actor, person)
+        else:
+            patients.amend_patient(
+                session,
+                actor,
+                first if writer == 1 else second,
+                {"id_type": "pesel", "national_id": person["national_id"]},
+                "Identifier read from the patient's ID card",
+            )
+
+    return _rounds(
+        url,
+        rounds,
+        claim,
+        (patients.PossibleDuplicate, patients.InvalidInput),
+        ("stored", "refused as duplicate"),
+    )
 
 
 def test_one_identifier_claimed_by_a_registration_and_two_corrections_at_once_is_stored_once(

@@ -13,10 +13,10 @@ from typing import Any
 GENESIS_HASH = "0" * 64
 
 
-@dataclass(frozen=True)
-class ChainEntry:
-    seq: int
-    at: datetime
+@dataclass(frozen=True, kw_only=True)
+class RecordContent:
+    """What one record says, before it takes its place in the chain."""
+
     actor_user_id: int | None
     actor_username: str
     actor_role: str
@@ -27,6 +27,14 @@ class ChainEntry:
     source_ip: str
     outcome: str
     detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainEntry(RecordContent):
+    """A record in its place: its number, time and the hashes that link it."""
+
+    seq: int
+    at: datetime
     prev_hash: str
     hash: str
     row_id: int | None = None

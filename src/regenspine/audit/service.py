@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from regenspine.audit.chain import (
     GENESIS_HASH,
     ChainEntry,
+    RecordContent,
     VerifyResult,
     compute_hash,
     verify_chain,
@@ -33,20 +34,32 @@ class Outcome(StrEnum):
     FAILURE = "failure"
 
 
-@dataclass(frozen=True)
-class PendingAppend:
-    """One record's content before it takes its place (seq, time, hashes) in the chain."""
+# One record's content, waiting to be appended (see append).
+PendingAppend = RecordContent
 
-    actor_user_id: int | None
-    actor_username: str
-    actor_role: str
-    action: str
-    entity_type: str
-    entity_id: str
-    patient_id: int | None
-    source_ip: str
-    outcome: str
-    detail: str
+
+def pending_append(
+    actor: Actor,
+    action: str,
+    *,
+    entity_type: str = "",
+    entity_id: str | int = "",
+    patient_id: int | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    detail: Mapping[str, Any] | None = None,
+) -> PendingAppend:
+    return PendingAppend(
+        actor_user_id=actor.user_id,
+        actor_username=actor.username,
+        actor_role=str(actor.role or ""),
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        patient_id=patient_id,
+        source_ip=actor.source_ip,
+        outcome=str(outcome),
+        detail=json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, default=str),
+    )
 
 
 def record(
@@ -65,17 +78,14 @@ def record(
     In a read-only transaction (a read the web boundary opened without the write lock) the
     record is handed to the boundary instead, which appends it in a write transaction of its
     own that commits before the request is answered."""
-    pending = PendingAppend(
-        actor_user_id=actor.user_id,
-        actor_username=actor.username,
-        actor_role=str(actor.role or ""),
-        action=action,
+    pending = pending_append(
+        actor,
+        action,
         entity_type=entity_type,
-        entity_id=str(entity_id),
+        entity_id=entity_id,
         patient_id=patient_id,
-        source_ip=actor.source_ip,
-        outcome=str(outcome),
-        detail=json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, default=str),
+        outcome=outcome,
+        detail=detail,
     )
     work = deferred_work(session)
     if work is not None:
@@ -116,39 +126,21 @@ class PendingRecord:
 
 def record_many(session: Session, actor: Actor, pending: Sequence[PendingRecord]) -> int:
     """Appends many records in one statement (bulk loads); same chain rules as record()."""
-    serialise_appends(session, "audit_records")
-    head = session.execute(
-        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
-    ).first()
-    seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-    now = utcnow()
-    rows: list[dict[str, Any]] = []
-    for item in pending:
-        seq += 1
-        entry = ChainEntry(
-            seq=seq,
-            at=now,
-            actor_user_id=actor.user_id,
-            actor_username=actor.username,
-            actor_role=str(actor.role or ""),
-            action=item.action,
-            entity_type=item.entity_type,
-            entity_id=str(item.entity_id),
-            patient_id=item.patient_id,
-            source_ip=actor.source_ip,
-            outcome=str(Outcome.SUCCESS),
-            detail=json.dumps(
-                dict(item.detail or {}), ensure_ascii=False, sort_keys=True, default=str
-            ),
-            prev_hash=prev_hash,
-            hash="",
-        )
-        digest = compute_hash(prev_hash, entry)
-        rows.append({k: v for k, v in vars(entry).items() if k != "row_id"} | {"hash": digest})
-        prev_hash = digest
-    if rows:
-        session.execute(insert(AuditRecord), rows)
-    return len(rows)
+    append(
+        session,
+        [
+            pending_append(
+                actor,
+                item.action,
+                entity_type=item.entity_type,
+                entity_id=item.entity_id,
+                patient_id=item.patient_id,
+                detail=item.detail,
+            )
+            for item in pending
+        ],
+    )
+    return len(pending)
 
 
 def to_entry(row: AuditRecord) -> ChainEntry:

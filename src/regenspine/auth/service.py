@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any, Protocol
 
 import pyotp
 import segno
@@ -214,7 +215,19 @@ def _open_session(
     return token, web_session
 
 
-def actor_for(user: User, source_ip: str, scopes: frozenset[Permission] | None = None) -> Actor:
+class UserFields(Protocol):
+    """A user row or ORM object: what an Actor is made of."""
+
+    id: Any
+    username: Any
+    role: Any
+    language: Any
+    full_name: Any
+
+
+def actor_for(
+    user: UserFields, source_ip: str, scopes: frozenset[Permission] | None = None
+) -> Actor:
     return Actor(
         user_id=user.id,
         username=user.username,
@@ -604,12 +617,12 @@ def _touch_token(token_id: int, now: datetime) -> Callable[[Session], None]:
 # plain rows cost a fraction of loading the two ORM objects.
 _TOKEN_AND_OWNER = (
     select(
-        ApiToken.id,
+        ApiToken.id.label("token_id"),
         ApiToken.scopes,
         ApiToken.expires_at,
         ApiToken.last_used_at,
         ApiToken.revoked_at,
-        User.id.label("user_id"),
+        User.id,
         User.username,
         User.role,
         User.language,
@@ -635,7 +648,7 @@ def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | 
     if not found.is_active:
         return None
     if found.last_used_at is None or now - found.last_used_at > timedelta(minutes=1):
-        touch = _touch_token(found.id, now)
+        touch = _touch_token(found.token_id, now)
         work = deferred_work(session)
         if work is None:
             touch(session)
@@ -644,13 +657,4 @@ def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | 
     scopes = frozenset(
         Permission(s) for s in found.scopes.split() if s in Permission._value2member_map_
     )
-    return Actor(
-        user_id=found.user_id,
-        username=found.username,
-        role=Role(found.role),
-        source_ip=source_ip,
-        scopes=scopes,
-        via_token=True,
-        language=found.language,
-        full_name=found.full_name,
-    )
+    return actor_for(found, source_ip, scopes=scopes)
