@@ -41,6 +41,7 @@ bench:
 	@$(MAKE) --no-print-directory install
 	$(BIN)/python bench/bench_demo_seed.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_load.py --backend $(BENCH_BACKEND)
+	$(BIN)/python bench/bench_request_cost.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_cold_start.py
 
 clean:
