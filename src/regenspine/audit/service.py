@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
@@ -38,55 +38,40 @@ class Outcome(StrEnum):
 PendingAppend = RecordContent
 
 
-def pending_append(
-    actor: Actor,
-    action: str,
-    *,
-    entity_type: str = "",
-    entity_id: str | int = "",
-    patient_id: int | None = None,
-    outcome: Outcome = Outcome.SUCCESS,
-    detail: Mapping[str, Any] | None = None,
-) -> PendingAppend:
+class RecordFields(TypedDict, total=False):
+    """What a record says besides who acted and the action; all optional."""
+
+    entity_type: str
+    entity_id: str | int
+    patient_id: int | None
+    outcome: Outcome
+    detail: Mapping[str, Any] | None
+
+
+def pending_append(actor: Actor, action: str, **fields: Unpack[RecordFields]) -> PendingAppend:
     return PendingAppend(
         actor_user_id=actor.user_id,
         actor_username=actor.username,
         actor_role=str(actor.role or ""),
         action=action,
-        entity_type=entity_type,
-        entity_id=str(entity_id),
-        patient_id=patient_id,
+        entity_type=fields.get("entity_type", ""),
+        entity_id=str(fields.get("entity_id", "")),
+        patient_id=fields.get("patient_id"),
         source_ip=actor.source_ip,
-        outcome=str(outcome),
-        detail=json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, default=str),
+        outcome=str(fields.get("outcome", Outcome.SUCCESS)),
+        detail=json.dumps(
+            dict(fields.get("detail") or {}), ensure_ascii=False, sort_keys=True, default=str
+        ),
     )
 
 
-def record(
-    session: Session,
-    actor: Actor,
-    action: str,
-    *,
-    entity_type: str = "",
-    entity_id: str | int = "",
-    patient_id: int | None = None,
-    outcome: Outcome = Outcome.SUCCESS,
-    detail: Mapping[str, Any] | None = None,
-) -> None:
+def record(session: Session, actor: Actor, action: str, **fields: Unpack[RecordFields]) -> None:
     """Append one record to the chain inside the caller's transaction.
 
     In a read-only transaction (a read the web boundary opened without the write lock) the
     record is handed to the boundary instead, which appends it in a write transaction of its
     own that commits before the request is answered."""
-    pending = pending_append(
-        actor,
-        action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        patient_id=patient_id,
-        outcome=outcome,
-        detail=detail,
-    )
+    pending = pending_append(actor, action, **fields)
     work = deferred_work(session)
     if work is not None:
         work.appends.append(pending)
