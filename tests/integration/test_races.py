@@ -42,6 +42,10 @@ WRITERS = 3
 APPENDS_PER_WRITER = 25
 ROUNDS = 6
 R = TypeVar("R")
+# Each race's outcomes: (stored, refused).
+REGISTERED = ("registered", "refused as duplicate")
+MOVED = ("moved", "refused as conflict")
+CLAIMED = ("stored", "refused as duplicate")
 BARRIER_TIMEOUT = 60.0
 TASK_TIMEOUT = 180.0
 
@@ -169,13 +173,21 @@ def _rounds(
     return results
 
 
+def _one_stored_per_round(outcomes: list[list[str]], names: tuple[str, str]) -> None:
+    """In every round exactly one writer's write was stored and the others were refused."""
+    stored, refused = names
+    for round_ in range(ROUNDS):
+        this_round = Counter(by_writer[round_] for by_writer in outcomes)
+        assert this_round == {stored: 1, refused: WRITERS - 1}, (round_, this_round)
+
+
 def _register(writer: int, url: str, actor: Actor, rounds: int) -> list[str]:
     return _rounds(
         url,
         range(rounds),
         lambda session, round_: patients.register_patient(session, actor, _same_patient(round_)),
         (patients.PossibleDuplicate,),
-        ("registered", "refused as duplicate"),
+        REGISTERED,
     )
 
 
@@ -188,12 +200,7 @@ def test_the_same_patient_registered_at_two_desks_at_once_is_registered_once(
         writers, _register, database_url, staff.actor(Role.COORDINATOR), ROUNDS
     )
 
-    for round_ in range(ROUNDS):
-        this_round = Counter(by_writer[round_] for by_writer in outcomes)
-        assert this_round == {"registered": 1, "refused as duplicate": WRITERS - 1}, (
-            round_,
-            this_round,
-        )
+    _one_stored_per_round(outcomes, REGISTERED)
     with factory() as s:
         per_pesel = Counter(s.scalars(select(Patient.national_id)))
         created = s.scalar(
@@ -219,7 +226,7 @@ def _cancel(writer: int, url: str, actor: Actor, episode_ids: list[int]) -> list
             expected_state=EpisodeState.REFERRED,
         )
 
-    return _rounds(url, episode_ids, cancel, (Conflict,), ("moved", "refused as conflict"))
+    return _rounds(url, episode_ids, cancel, (Conflict,), MOVED)
 
 
 def test_one_episode_moved_from_two_desks_at_once_takes_the_step_once(
@@ -238,9 +245,7 @@ def test_one_episode_moved_from_two_desks_at_once_takes_the_step_once(
 
     outcomes = _run_together(writers, _cancel, database_url, coordinator, episode_ids)
 
-    for round_ in range(ROUNDS):
-        this_round = Counter(by_writer[round_] for by_writer in outcomes)
-        assert this_round == {"moved": 1, "refused as conflict": WRITERS - 1}, (round_, this_round)
+    _one_stored_per_round(outcomes, MOVED)
     with factory() as s:
         rows = s.scalars(select(Episode).where(Episode.id.in_(episode_ids))).all()
         steps = Counter(
@@ -362,7 +367,7 @@ def _claim_identifier(
         rounds,
         claim,
         (patients.PossibleDuplicate, patients.InvalidInput),
-        ("stored", "refused as duplicate"),
+        CLAIMED,
     )
 
 
@@ -393,12 +398,7 @@ def test_one_identifier_claimed_by_a_registration_and_two_corrections_at_once_is
             rounds.append((person, ids[0], ids[1]))
     outcomes = _run_together(writers, _claim_identifier, database_url, coordinator, rounds)
 
-    for round_ in range(ROUNDS):
-        this_round = Counter(by_writer[round_] for by_writer in outcomes)
-        assert this_round == {"stored": 1, "refused as duplicate": WRITERS - 1}, (
-            round_,
-            this_round,
-        )
+    _one_stored_per_round(outcomes, CLAIMED)
     with factory() as s:
         per_pesel = Counter(
             s.scalars(select(Patient.national_id).where(Patient.id_type == "pesel"))
