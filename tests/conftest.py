@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 # Cheap password hashing for tests only; production refuses these values.
@@ -25,6 +26,7 @@ from regenspine.auth.models import User
 from regenspine.auth.permissions import Role
 from regenspine.config import get_settings
 from regenspine.db import Base, dispose_engines, session_factory, unit_of_work
+from regenspine.patients.pesel import make_pesel
 
 REQUIRE_ALL = os.environ.get("REGENSPINE_REQUIRE_ALL") == "1"
 PG_ADMIN_URL = os.environ.get(
@@ -177,6 +179,21 @@ def valid_patient(**overrides: str) -> dict[str, str]:
     }
     data.update(overrides)
     return data
+
+
+def person(
+    given_name: str, family_name: str, born: date, serial: int, sex: str = "male", **overrides: str
+) -> dict[str, str]:
+    """A valid registration of someone born on `born`, with a PESEL that matches the date and
+    sex (`serial` tells people born on one day apart)."""
+    return valid_patient(
+        given_name=given_name,
+        family_name=family_name,
+        date_of_birth=born.isoformat(),
+        sex=sex,
+        national_id=make_pesel(born, serial, sex),
+        **overrides,
+    )
 
 
 ARTIFACTS = Path(__file__).parent / "web" / "artifacts"

@@ -41,14 +41,13 @@ from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
 from regenspine.episodes.models import Episode, EpisodeEvent
 from regenspine.episodes.states import EpisodeState, Step
 from regenspine.patients.models import Patient
-from regenspine.patients.pesel import make_pesel
 from regenspine.sequences import Counter as NamedCounter
 from tests.conftest import (
     _create_pg_database,
     _drop_pg_database,
     make_staff,
+    person,
     skip_or_fail,
-    valid_patient,
 )
 from tests.integration.test_pathway import good_consultation, no_red_flags
 
@@ -252,12 +251,12 @@ class Desk:
 def _new_patient(number: int) -> dict[str, str]:
     birth = date(1940, 1, 1) + timedelta(days=7 * number)
     sex = "female" if number % 2 else "male"
-    return valid_patient(
-        given_name="Anna" if sex == "female" else "Piotr",
-        family_name=f"Nowak-{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[number % 26]}",
-        date_of_birth=birth.isoformat(),
-        sex=sex,
-        national_id=make_pesel(birth, number, sex),
+    return person(
+        "Anna" if sex == "female" else "Piotr",
+        f"Nowak-{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[number % 26]}",
+        birth,
+        number,
+        sex,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +15,7 @@ from regenspine.identifiers import mod37_2_valid
 from regenspine.patients import service
 from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
 from regenspine.patients.pesel import make_pesel
-from tests.conftest import valid_patient
+from tests.conftest import person, valid_patient
 
 
 def _patients(factory) -> int:
@@ -155,13 +156,7 @@ def test_physiotherapist_finds_and_opens_only_patients_on_their_care_team(db, st
     other = service.register_patient(
         db,
         coordinator,
-        valid_patient(
-            given_name="Ewa",
-            family_name="Kowalska",
-            sex="female",
-            date_of_birth="1990-01-01",
-            national_id=make_pesel(__import__("datetime").date(1990, 1, 1), 5, "female"),
-        ),
+        person("Ewa", "Kowalska", date(1990, 1, 1), 5, "female"),
     )
     service.add_to_care_team(db, coordinator, mine.id, staff.users[Role.PHYSIOTHERAPIST].id)
     assert [p.id for p in service.search_patients(db, physio, "kowal").patients] == [mine.id]

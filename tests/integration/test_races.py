@@ -35,8 +35,7 @@ from regenspine.episodes.states import EpisodeState, Step
 from regenspine.errors import Conflict
 from regenspine.patients import service as patients
 from regenspine.patients.models import Patient
-from regenspine.patients.pesel import make_pesel
-from tests.conftest import PASSWORD, serve_in_thread, valid_patient
+from tests.conftest import PASSWORD, person, serve_in_thread
 
 WRITERS = 3
 APPENDS_PER_WRITER = 25
@@ -135,12 +134,12 @@ def test_audit_appends_from_several_processes_at_once_keep_one_unbroken_chain(
 
 def _same_patient(round_: int) -> dict[str, str]:
     birth = date(1950, 3, 1) + timedelta(days=round_)
-    return valid_patient(
-        given_name="Ewa",
-        family_name="Nowak",
-        date_of_birth=birth.isoformat(),
-        sex="female",
-        national_id=make_pesel(birth, round_, "female"),
+    return person(
+        "Ewa",
+        "Nowak",
+        birth,
+        round_,
+        "female",
     )
 
 

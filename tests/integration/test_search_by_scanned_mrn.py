@@ -9,8 +9,7 @@ from datetime import date
 import pytest
 
 from regenspine.auth.permissions import Role
-from regenspine.patients.pesel import make_pesel
-from tests.conftest import valid_patient
+from tests.conftest import person, valid_patient
 
 
 @pytest.fixture
@@ -21,12 +20,12 @@ def two_patients(clients) -> list[dict]:
         coordinator.post("/api/v1/patients", json=valid_patient()),
         coordinator.post(
             "/api/v1/patients",
-            json=valid_patient(
-                given_name="Łucja",
-                family_name="Żółkiewska",
-                date_of_birth=born.isoformat(),
-                sex="female",
-                national_id=make_pesel(born, 17, "female"),
+            json=person(
+                "Łucja",
+                "Żółkiewska",
+                born,
+                17,
+                "female",
             ),
         ),
     ]

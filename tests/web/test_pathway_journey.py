@@ -10,8 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from regenspine.eligibility.red_flags import items_for_region
-from regenspine.patients.pesel import make_pesel
-from tests.conftest import valid_patient
+from tests.conftest import person
 from tests.web.conftest import by_label, login, screenshot
 from tests.web.test_patient_journey import register
 
@@ -22,12 +21,12 @@ def _open_episode(page, base_url: str, born: date, serial: int, given: str) -> s
     chart = register(
         page,
         base_url,
-        valid_patient(
-            given_name=given,
-            family_name="Wiśniewska",
-            sex="female",
-            date_of_birth=born.isoformat(),
-            national_id=make_pesel(born, serial, "female"),
+        person(
+            given,
+            "Wiśniewska",
+            born,
+            serial,
+            "female",
         ),
     )
     page.goto(base_url + chart)

@@ -13,8 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from regenspine.patients.pesel import make_pesel
-from tests.conftest import valid_patient
+from tests.conftest import person, valid_patient
 from tests.web.conftest import by_label, login, screenshot
 
 pytestmark = pytest.mark.browser
@@ -184,12 +183,12 @@ def test_amending_a_field_with_a_reason_shows_it_in_the_history(page, live_serve
     chart = register(
         page,
         base_url,
-        valid_patient(
-            given_name="Maria",
-            family_name="Nowak",
-            date_of_birth=born.isoformat(),
-            sex="female",
-            national_id=make_pesel(born, 123, "female"),
+        person(
+            "Maria",
+            "Nowak",
+            born,
+            123,
+            "female",
             phone="+48 600 111 222",
         ),
     )
@@ -226,11 +225,11 @@ def test_amendment_without_reason_is_refused_and_changes_nothing(page, live_serv
     chart = register(
         page,
         base_url,
-        valid_patient(
-            given_name="Piotr",
-            family_name="Wiśniewski",
-            date_of_birth=born.isoformat(),
-            national_id=make_pesel(born, 456, "male"),
+        person(
+            "Piotr",
+            "Wiśniewski",
+            born,
+            456,
             phone="+48 602 555 666",
         ),
     )
@@ -351,12 +350,12 @@ def test_page_has_no_console_errors_or_csp_violations(page, browser, live_server
     chart = register(
         page,
         base_url,
-        valid_patient(
-            given_name="Ewa",
-            family_name="Zielińska",
-            date_of_birth=born.isoformat(),
-            sex="female",
-            national_id=make_pesel(born, 789, "female"),
+        person(
+            "Ewa",
+            "Zielińska",
+            born,
+            789,
+            "female",
         ),
     )
     for path in ("/patients", "/patients/new", chart, chart + "/amend", "/account"):
@@ -390,11 +389,11 @@ def test_layout_works_at_tablet_width(page, live_server, base_url):
     chart = register(
         page,
         base_url,
-        valid_patient(
-            given_name="Krzysztof",
-            family_name="Wojciechowski-Kamiński",
-            date_of_birth=born.isoformat(),
-            national_id=make_pesel(born, 321, "male"),
+        person(
+            "Krzysztof",
+            "Wojciechowski-Kamiński",
+            born,
+            321,
             address="ul. Długa 12/4",
             postal_code="31-147",
             emergency_contact_name="Agnieszka Wojciechowska",

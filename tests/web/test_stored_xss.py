@@ -21,9 +21,8 @@ from regenspine.app import create_app
 from regenspine.config import get_settings
 from regenspine.db import session_factory, unit_of_work
 from regenspine.patients.models import Patient
-from regenspine.patients.pesel import make_pesel
 from regenspine.patients.rules import normalise_for_search
-from tests.conftest import browser_client, sign_in, valid_patient
+from tests.conftest import browser_client, person, sign_in
 from tests.integration.test_pathway import good_consultation, no_red_flags
 from tests.web.conftest import login, screenshot
 
@@ -66,11 +65,11 @@ def _stored_markup(live_server) -> dict[str, object]:
     born = date(1961, 9, 14)
     registered = coordinator.post(
         "/api/v1/patients",
-        json=valid_patient(
-            given_name="Ksawery",
-            family_name="Skryptowski",
-            date_of_birth=born.isoformat(),
-            national_id=make_pesel(born, 413, "male"),
+        json=person(
+            "Ksawery",
+            "Skryptowski",
+            born,
+            413,
             address=SCRIPT,
             city=IMG,
             email=JS_URL + "@example.com",
@@ -139,11 +138,11 @@ def _stored_markup(live_server) -> dict[str, object]:
     born = date(1977, 2, 3)
     other = coordinator.post(
         "/api/v1/patients",
-        json=valid_patient(
-            given_name="Imported",
-            family_name="Record",
-            date_of_birth=born.isoformat(),
-            national_id=make_pesel(born, 414, "male"),
+        json=person(
+            "Imported",
+            "Record",
+            born,
+            414,
         ),
     )
     assert other.status_code == 201, other.text
