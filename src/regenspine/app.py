@@ -13,6 +13,7 @@ from regenspine import __version__
 from regenspine.config import Settings, get_settings
 from regenspine.db import database_is_reachable, session_factory
 from regenspine.web import problems
+from regenspine.web.access_log import keep_query_strings_out_of_the_access_log
 from regenspine.web.middleware import BodySizeLimit, SecurityHeaders
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
@@ -95,4 +96,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/patients", status_code=303)
 
     logging.getLogger("regenspine").setLevel(logging.INFO)
+    keep_query_strings_out_of_the_access_log()
     return app

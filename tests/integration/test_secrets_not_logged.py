@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pyotp
@@ -16,10 +17,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from regenspine.audit.models import AuditRecord
+from regenspine.auth import service as auth
 from regenspine.auth.models import User
-from regenspine.db import get_engine
+from regenspine.auth.permissions import Permission, Role
+from regenspine.db import get_engine, unit_of_work
+from regenspine.patients import service as patients
 from regenspine.web.security import ANON_CSRF_COOKIE, SESSION_COOKIE
-from tests.conftest import PASSWORD, serve_in_thread
+from tests.conftest import PASSWORD, serve_in_thread, valid_patient
 
 WRONG_PASSWORD = "wrong-horse-battery-staple-17"
 NEW_PASSWORD = "quiet-lantern-orchard-copper-58"
@@ -181,3 +185,56 @@ def test_a_database_error_message_does_not_carry_the_values_sent_with_it(databas
     )
     assert "no_such_table" in logged
     assert secret not in logged
+
+
+def test_the_access_log_names_the_path_but_not_the_patient_searched_for(
+    app, staff, factory, every_logger_at_debug
+):
+    """ASVS 5.0 V14.2.1 (sensitive data in URLs), V16.2.5 (no sensitive data in logs). A search
+    sends the patient's name, PESEL or MRN in the query string; the access log, like every other
+    log, keeps the method, the path and the status, and none of them."""
+    with unit_of_work(factory) as s:
+        patient = patients.register_patient(
+            s,
+            staff.actor(Role.COORDINATOR),
+            valid_patient(given_name="Bożena", family_name="Wróblewska"),
+        )
+        searched = {
+            "family name": patient.family_name,
+            "full name": f"{patient.given_name} {patient.family_name}",
+            "PESEL": patient.national_id,
+            "MRN": patient.mrn,
+        }
+        _, secret = auth.create_api_token(
+            s, staff.actor(Role.DOCTOR), "search", [Permission.PATIENT_READ.value]
+        )
+    with running(app) as base_url:
+        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {secret}"}) as api:
+            for query in searched.values():
+                found = api.get("/api/v1/patients", params={"q": query, "page": 1})
+                assert found.status_code == 200, found.text
+                assert [p["id"] for p in found.json()["items"]] == [patient.id], query
+        with httpx.Client(base_url=base_url) as browser:  # the page's search box
+            assert _sign_in(browser, PASSWORD).status_code == 303
+            for query in searched.values():
+                page = browser.get("/patients", params={"q": query})
+                assert page.status_code == 200 and patient.mrn in page.text
+
+    records = [
+        r
+        for r in every_logger_at_debug.records
+        if r.msg != ROW_DUMP and not r.name.startswith(TEST_CLIENT_LOGGERS)
+    ]
+    logged = "\n".join(_log_text(r) for r in records)
+    # uvicorn's handler and the root logger's both saw each record: count each once.
+    access = [r.getMessage() for r in dict.fromkeys(records) if r.name == "uvicorn.access"]
+    assert sum('"GET /api/v1/patients HTTP/1.1" 200' in m for m in access) == len(searched)
+    assert sum('"GET /patients HTTP/1.1" 200' in m for m in access) == len(searched)
+    # Quoted as the URL carries them, and as typed.
+    leaked = [
+        name
+        for name, value in searched.items()
+        for form in {value, quote(value), quote_plus(value)}
+        if form in logged
+    ]
+    assert leaked == [], leaked
