@@ -28,6 +28,7 @@ from bench_load import seed
 
 from regenspine.app import create_app
 from regenspine.config import get_settings
+from regenspine.web.collector import settle_for_serving
 
 App = Callable[..., Awaitable[None]]
 
@@ -112,6 +113,7 @@ async def run(backend: str, args: argparse.Namespace) -> None:
             clinic = seed(url, args.patients)
             token = clinic.token
             app = create_app(get_settings().model_copy(update={"database_url": url}))
+            settle_for_serving()  # as each `regenspine serve` worker does
             endpoints = [
                 ("bare /livez", ["/livez"], None),
                 ("chart read", clinic.chart_paths, token),

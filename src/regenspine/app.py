@@ -98,3 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.getLogger("regenspine").setLevel(logging.INFO)
     keep_query_strings_out_of_the_access_log()
     return app
+
+
+def serve_app() -> FastAPI:
+    """The application as each `regenspine serve` worker runs it: built, then the process's
+    garbage collector settled for a long-running server (web/collector.py)."""
+    from regenspine.web.collector import settle_for_serving
+
+    app = create_app()
+    settle_for_serving()
+    return app

@@ -98,7 +98,7 @@ def serve(
     settings = get_settings()  # refuse unsafe production settings before binding the port
     console.print(f"RegenSpine on [bold]http://{host}:{port}[/bold]")
     uvicorn.run(
-        "regenspine.app:create_app",
+        "regenspine.app:serve_app",
         factory=True,
         host=host,
         port=port,
