@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import func, select
+
 from regenspine.auth import service as auth
 from regenspine.auth.actor import SYSTEM_ACTOR
 from regenspine.auth.permissions import (
@@ -37,7 +39,7 @@ from regenspine.auth.permissions import (
     Permission,
     Role,
 )
-from regenspine.db import unit_of_work
+from regenspine.db import Base, unit_of_work
 from regenspine.eligibility import service as eligibility
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes import consent as consents
@@ -630,6 +632,63 @@ def test_every_route_answers_every_role_as_the_matrix_says(app, staff, clients, 
                 if found:
                     failures.append(found)
     assert not failures, f"{len(failures)} access-matrix mismatches:\n" + "\n".join(failures)
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# What a forged request gets, in either language of the staff's accounts.
+CSRF_REFUSAL = ("nothing was saved", "nic nie zostało zapisane")
+
+
+def _row_counts(factory: Any) -> dict[str, int]:
+    with factory() as s:
+        return {
+            t.name: s.scalar(select(func.count()).select_from(t)) or 0
+            for t in Base.metadata.sorted_tables
+        }
+
+
+def test_every_state_changing_route_refuses_a_missing_or_forged_csrf_token(
+    app, staff, clients, factory
+):
+    """ASVS 5.0 V3.5.1 (CSRF), on every route: each POST, PATCH and DELETE of the matrix, sent
+    by a signed-in user whose role may use it (on a patient of their care team where that
+    matters) with the body the matrix sends, but without the CSRF token or with a forged one,
+    is refused with 403 and the "nothing was saved" message, and no table gains or loses a
+    row. The access matrix shows that the same requests with the token get through."""
+    fx = build_fixture(factory, staff)
+    who = Principals(app, staff, clients)
+    cases = [case for case in MATRIX if case.method in STATE_CHANGING]
+    routes = {key for key in app_routes(app) if key[0] in STATE_CHANGING}
+    assert {case.key for case in cases} == routes
+    failures: list[str] = []
+    for case in cases:
+        role = min(case.allowed, key=_n) if case.allowed else None
+        world = fx.team if role in CARE_TEAM_BOUND else fx.other
+        for label, token in (("no token", ""), ("a forged token", "forged-" + "x" * 32)):
+            client = who.client(role, case.fresh)  # signing in writes rows of its own
+            kwargs = case.body(role, fx, world) if case.body else {}
+            before = _row_counts(factory)
+            r = client.request(
+                case.method,
+                url_for(case, role, fx, world),
+                headers={"X-CSRF-Token": token},
+                follow_redirects=False,
+                **kwargs,
+            )
+            changed = {
+                table: (n, after)
+                for (table, n), after in zip(
+                    before.items(), _row_counts(factory).values(), strict=True
+                )
+                if n != after
+            }
+            refused = r.status_code == 403 and any(text in r.text for text in CSRF_REFUSAL)
+            if not refused or changed:
+                failures.append(
+                    f"{case.name} as {_who(role)} with {label}: {r.status_code} "
+                    f"{r.text[:120]!r}, rows changed {changed}"
+                )
+    assert not failures, f"{len(failures)} CSRF failures:\n" + "\n".join(failures)
 
 
 def test_lists_show_a_physiotherapist_only_the_patients_of_their_care_team(
