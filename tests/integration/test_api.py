@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -231,3 +233,45 @@ def test_an_unexpected_error_returns_a_reference_and_no_stack_trace(clients, mon
     body = r.json()
     assert len(body["reference"]) == 12
     assert "secret" not in r.text and "Traceback" not in r.text
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def test_an_unexpected_error_on_a_page_shows_a_page_with_the_reference_and_the_headers(
+    clients, monkeypatch, caplog
+):
+    """ASVS 5.0 V16.5.1 (generic error with a reference, no internals), V3.4.x (security
+    headers on every answer): Starlette answers an unexpected error from outside the app's
+    middleware, so neither the page nor the API answer may lose the headers there."""
+    from regenspine.patients import service
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    monkeypatch.setattr(service, "search_patients", explode)
+    nurse = clients(Role.NURSE)
+    page = nurse.get("/patients", headers={"accept": "text/html"})
+    api = nurse.get("/api/v1/patients")
+    for r in (page, api):
+        assert r.status_code == 500
+        assert "secret" not in r.text and "Traceback" not in r.text
+        assert {k: r.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert page.headers["content-type"].startswith("text/html")
+    logged = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("unhandled error")
+    ]
+    # The page names the reference of its log entry, in the nurse's language.
+    page_reference = re.search(r"\b([0-9a-f]{12})\b", page.text)
+    assert page_reference is not None, page.text
+    assert any(f"reference={page_reference.group(1)} path=/patients" in m for m in logged)
+    assert (
+        "nic nie zostało zapisane" in page.text.lower() or "nothing was saved" in page.text.lower()
+    )
+    assert any(f"reference={api.json()['reference']} path=/api/v1/patients" in m for m in logged)

@@ -18,6 +18,22 @@ CSP = (
 )
 
 
+def set_security_headers(headers: MutableHeaders, production: bool) -> None:
+    """The headers every answer carries. Starlette sends the answer to an unexpected error from
+    outside the app's middleware, so the error handler sets them itself with this too."""
+    headers["Content-Security-Policy"] = CSP
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if production:
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    if "cache-control" not in headers:
+        # Patient data must not linger in shared or back-button caches.
+        headers["Cache-Control"] = "no-store"
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -31,17 +47,7 @@ class SecurityHeaders:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers["Content-Security-Policy"] = CSP
-                headers["X-Content-Type-Options"] = "nosniff"
-                headers["X-Frame-Options"] = "DENY"
-                headers["Referrer-Policy"] = "same-origin"
-                headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-                headers["Cross-Origin-Opener-Policy"] = "same-origin"
-                if production:
-                    headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-                if "cache-control" not in headers:
-                    # Patient data must not linger in shared or back-button caches.
-                    headers["Cache-Control"] = "no-store"
+                set_security_headers(headers, production)
                 identity = scope.get("state", {}).get("identity")
                 cookies = SimpleCookie()
                 cookies.load(_cookie_header(scope))

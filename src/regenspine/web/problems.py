@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from regenspine.config import get_settings
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web import openapi
+from regenspine.web.middleware import set_security_headers
 from regenspine.web.security import LoginRequired
 from regenspine.web.templating import render, translate
 
@@ -117,11 +120,42 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         reference = uuid.uuid4().hex[:12]
         log.error("unhandled error reference=%s path=%s", reference, request.url.path, exc_info=exc)
-        return problem(
-            request,
-            500,
-            "Internal error",
-            "Something went wrong on our side. Nothing was saved. Quote the reference when "
-            "reporting this.",
-            reference=reference,
+        response: Response
+        if _wants_json(request):
+            response = problem(
+                request,
+                500,
+                "Internal error",
+                "Something went wrong on our side. Nothing was saved. Quote the reference when "
+                "reporting this.",
+                reference=reference,
+            )
+        else:
+            response = _unexpected_error_page(request, reference)
+        # Starlette answers an unexpected error from outside the app's middleware.
+        set_security_headers(response.headers, get_settings().is_production)
+        return response
+
+
+UNEXPECTED = N_(
+    "Something went wrong on our side. Nothing was saved. Quote the reference %(reference)s "
+    "when reporting this."
+)
+
+
+def _unexpected_error_page(request: Request, reference: str) -> Response:
+    """The error page with the reference, in the person's language; if even the page cannot be
+    drawn, the same words in plain HTML."""
+    message = Message(UNEXPECTED, reference=reference)
+    try:
+        return render(
+            request, "error.html", {"status": 500, "message": translate(request, message)}, 500
+        )
+    except Exception:
+        log.exception("could not draw the error page for reference=%s", reference)
+        text = html.escape(message.render())
+        return HTMLResponse(
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>RegenSpine</title></head><body><p>{text}</p></body></html>",
+            status_code=500,
         )
