@@ -582,6 +582,23 @@ class Principals:
         return self.clients(role)
 
 
+# ASVS 5.0 V3.4.x: on every answer of every route, whoever asks and whatever the outcome.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+def missing_security_headers(r: Any) -> str | None:
+    missing = [k for k, v in SECURITY_HEADERS.items() if r.headers.get(k) != v]
+    if "frame-ancestors 'none'" not in r.headers.get("content-security-policy", ""):
+        missing.append("content-security-policy")
+    if "cache-control" not in r.headers:
+        missing.append("cache-control")
+    return f"{r.status_code} without {', '.join(missing)}" if missing else None
+
+
 def url_for(case: Case, role: Role | None, fx: Fixture, w: World) -> str:
     owner = role or Role.NURSE
     kind = "api" if case.method == "DELETE" else "page"
@@ -601,6 +618,8 @@ def probe(
     kwargs = case.body(role, fx, w) if case.body else {}
     r = client.request(case.method, url_for(case, role, fx, w), follow_redirects=False, **kwargs)
     problem = mismatch(expected, case, r, client)
+    if problem is None:
+        problem = missing_security_headers(r)
     if problem is None:
         return None
     where = "their care team's patient" if w is fx.team else "a patient not on their team"
