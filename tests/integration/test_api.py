@@ -275,3 +275,23 @@ def test_an_unexpected_error_on_a_page_shows_a_page_with_the_reference_and_the_h
         "nic nie zostało zapisane" in page.text.lower() or "nothing was saved" in page.text.lower()
     )
     assert any(f"reference={api.json()['reference']} path=/api/v1/patients" in m for m in logged)
+
+
+def test_when_even_the_error_page_fails_a_plain_page_still_gives_the_reference(
+    clients, monkeypatch, caplog
+):
+    from regenspine.patients import service
+    from regenspine.web import problems
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    monkeypatch.setattr(service, "search_patients", explode)
+    monkeypatch.setattr(problems, "render", explode)
+    r = clients(Role.NURSE).get("/patients", headers={"accept": "text/html"})
+    assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
+    assert "secret" not in r.text and "Nothing was saved" in r.text
+    reference = re.search(r"\b([0-9a-f]{12})\b", r.text)
+    assert reference is not None, r.text
+    assert any(f"reference={reference.group(1)}" in m.getMessage() for m in caplog.records)
+    assert {k: r.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS

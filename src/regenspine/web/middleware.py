@@ -129,6 +129,14 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
+def plain_page(text: str) -> str:
+    """A page of one paragraph, for answers given where the templates are not at hand."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>RegenSpine</title>'
+        f"</head><body><p>{html.escape(text)}</p></body></html>"
+    )
+
+
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -154,10 +162,7 @@ async def _refuse(scope: Scope, send: Send, status: int) -> None:
         ).encode()
         content_type = b"application/problem+json"
     else:
-        body = (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>RegenSpine</title>'
-            f"</head><body><p>{html.escape(detail)}</p></body></html>"
-        ).encode()
+        body = plain_page(detail).encode()
         content_type = b"text/html; charset=utf-8"
     await send(
         {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import uuid
 from typing import Any
@@ -15,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from regenspine.config import get_settings
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web import openapi
-from regenspine.web.middleware import set_security_headers
+from regenspine.web.middleware import plain_page, set_security_headers
 from regenspine.web.security import LoginRequired
 from regenspine.web.templating import render, translate
 
@@ -153,9 +152,4 @@ def _unexpected_error_page(request: Request, reference: str) -> Response:
         )
     except Exception:
         log.exception("could not draw the error page for reference=%s", reference)
-        text = html.escape(message.render())
-        return HTMLResponse(
-            f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>RegenSpine</title></head><body><p>{text}</p></body></html>",
-            status_code=500,
-        )
+        return HTMLResponse(plain_page(message.render()), status_code=500)
