@@ -132,7 +132,7 @@ def get_engine(url: str) -> Engine:
 
 
 def dispose_engines() -> None:
-    for engine in _engines.values():
+    for engine in [*_engines.values(), *_read_only_binds.values()]:
         engine.dispose()
     _engines.clear()
     _read_only_binds.clear()
@@ -183,10 +183,9 @@ class DeferredWork:
 
 def read_only_session(factory: sessionmaker[Session], work: DeferredWork) -> Session:
     """A session whose transaction only reads: on SQLite without the write lock (a WAL
-    snapshot beside the writer), on PostgreSQL in autocommit (under READ COMMITTED every
-    statement reads its own snapshot, in a transaction or not: without BEGIN and COMMIT the
-    same reads cost two round trips fewer). Writes are refused; audit appends and deferred
-    updates go to `work` instead. Opening it does no I/O: the connection is taken on first use."""
+    snapshot beside the writer), on PostgreSQL in autocommit on a connection of the readers'
+    own pool (see _readers). Writes are refused; audit appends and deferred updates go to
+    `work` instead. Opening it does no I/O: the connection is taken on first use."""
     session = factory(bind=_read_only_bind(factory.kw["bind"]))
     session.info[_READ_ONLY_KEY] = work
     return session
@@ -196,14 +195,64 @@ _read_only_binds: dict[Engine, Engine] = {}
 
 
 def _read_only_bind(engine: Engine) -> Engine:
-    # The same pool with the options set once, rather than on every request's connection.
     bind = _read_only_binds.get(engine)
     if bind is None:
-        options: dict[str, Any] = {_READ_ONLY_OPTION: True}
         if engine.dialect.name == "postgresql":
-            options["isolation_level"] = "AUTOCOMMIT"
-        bind = _read_only_binds[engine] = engine.execution_options(**options)
+            bind = _readers(engine)
+        else:  # the same pool, with the option that makes BEGIN take no lock (set once)
+            bind = engine.execution_options(**{_READ_ONLY_OPTION: True})
+        _read_only_binds[engine] = bind
     return bind
+
+
+# Read-only requests run their statements on the event loop (web/boundary.py::run_statements),
+# where nothing may wait long: every request of the process waits with it.
+# How many PostgreSQL connections the readers keep open; the event loop admits this many
+# read-only requests at a time (web/boundary.py, READ_ONLY_OPEN_TRANSACTIONS).
+READER_CONNECTIONS = 4
+# A read on the event loop that takes longer than this is cancelled by the server (a lock held
+# by a schema change, an overloaded server): the request fails, the process goes on serving.
+READ_STATEMENT_TIMEOUT_MS = 2000
+# A server that stops answering altogether (a network cut) is given up after about this long.
+READER_NETWORK_TIMEOUT_S = 10
+
+
+def _readers(engine: Engine) -> Engine:
+    """PostgreSQL connections for read-only requests, apart from the writers' pool.
+
+    - Never waits for a connection: a connection of the shared pool may be held by a request
+      that needs this event loop to give it back. Past READER_CONNECTIONS the pool opens
+      another rather than wait (the event loop admits no more than that many, so it only
+      happens when one process runs several event loops).
+    - Autocommit: under READ COMMITTED each statement reads its own snapshot, in a transaction
+      or not, and without BEGIN and COMMIT the same reads cost two round trips fewer.
+    - The server itself refuses writes on these connections (default_transaction_read_only),
+      behind the session's own refusal; statements are cancelled after READ_STATEMENT_TIMEOUT_MS;
+      TCP keepalives and a user timeout end a connection whose server no longer answers.
+    """
+    network = READER_NETWORK_TIMEOUT_S
+    readers = create_engine(
+        engine.url,
+        pool_size=READER_CONNECTIONS,
+        max_overflow=-1,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        execution_options={_READ_ONLY_OPTION: True},
+        connect_args={
+            "options": (
+                f"-c statement_timeout={READ_STATEMENT_TIMEOUT_MS} "
+                "-c default_transaction_read_only=on"
+            ),
+            "connect_timeout": network // 2,
+            "keepalives": 1,
+            "keepalives_idle": network // 2,
+            "keepalives_interval": 1,
+            "keepalives_count": network // 2,
+            "tcp_user_timeout": network * 1000,
+        },
+    )
+    _ping_after_idle(readers)
+    return readers
 
 
 def deferred_work(session: Session) -> DeferredWork | None:

@@ -18,7 +18,7 @@ from sqlalchemy.pool import QueuePool
 from regenspine.audit import service as audit
 from regenspine.audit.appender import group_appender
 from regenspine.auth.actor import ANONYMOUS, Actor
-from regenspine.db import DeferredWork, deferred_work, read_only_session
+from regenspine.db import READER_CONNECTIONS, DeferredWork, deferred_work, read_only_session
 from regenspine.errors import DomainError
 
 log = logging.getLogger("regenspine.boundary")
@@ -59,8 +59,9 @@ def client_ip(request: Request) -> str:
 POSTGRESQL_OPEN_TRANSACTIONS = 2
 # Read-only transactions hold no lock (their audit records are appended afterwards, see
 # audit/appender.py), so they cannot starve the worker threads the way writers could; the
-# limit only keeps them from crowding the interpreter.
-READ_ONLY_OPEN_TRANSACTIONS = 4
+# limit keeps them from crowding the interpreter, and is the number of PostgreSQL connections
+# kept for them, so that none waits for one.
+READ_ONLY_OPEN_TRANSACTIONS = READER_CONNECTIONS
 
 # How many transactions of this process may be open at once on one database, per event loop
 # (see transaction()).
@@ -99,15 +100,16 @@ async def run_statements(
 ) -> T:
     """Runs `func(*args)`, whose statements use `session`, where they should run.
 
-    A read-only transaction on SQLite runs them on the event loop: a WAL snapshot read waits for
-    no lock a request holds (the one writer works beside it), so it cannot stall the loop the
-    way a lock wait could, and handing each read to a worker thread cost more than the read did
-    (the thread and the event loop take turns for the interpreter: 2.0 ms of CPU per chart read
-    against 0.9 ms on the loop, measured in one process; docs/benchmarks.md). Everything else
-    runs in a worker thread: write transactions wait for locks, and on PostgreSQL every
-    statement waits on the network and may wait for a pooled connection that only a request
-    needing this event loop can give back."""
-    if deferred_work(session) is not None and session.get_bind().dialect.name == "sqlite":
+    A read-only transaction runs them on the event loop. On SQLite a WAL snapshot read waits
+    for no lock a request holds (the one writer works beside it); on PostgreSQL a read waits
+    for no row lock, its connections are its own (it never waits for one that a request
+    needing this event loop holds), and the server cancels a statement that runs too long
+    (db.py, _readers). Handing each read to a worker thread cost more than the read did: the
+    thread and the event loop take turns for the interpreter, and waking a thread is a system
+    call (SQLite: 2.0 ms of CPU per chart read against 0.9 ms on the loop; PostgreSQL: 2.1 ms
+    against 1.2 ms; docs/benchmarks.md). Everything else runs in a worker thread: write
+    transactions wait for locks, and take their connections from the shared pool."""
+    if deferred_work(session) is not None:
         return func(*args, **kwargs)
     return await run_in_threadpool(func, *args, **kwargs)
 
@@ -144,8 +146,8 @@ async def transaction(request: Request) -> AsyncIterator[Session]:
         work = DeferredWork()
         try:
             async with _admission(request, read_only=True):
-                # Opening and ending a read-only transaction waits for no lock, so both stay on
-                # the event loop; its statements run in the worker threads like any other.
+                # A read-only transaction waits for no lock: it opens, reads and ends on the
+                # event loop (see run_statements).
                 with _read_transaction(request, work) as session:
                     yield session
         except DomainError:

@@ -96,9 +96,11 @@ def _signed_in(db: Session, token: str | None, ip: str) -> Identity:
 async def identify(request: Request, db: Db) -> Identity:
     """Resolves the caller once per request and checks CSRF on every state-changing request.
 
-    The database work runs in a worker thread: its first statement may wait for a lock that
-    another request holds until it commits, and that commit needs the event loop this
-    coroutine would otherwise block (SQLite's "database is locked" after the busy timeout).
+    The database work of a signed-in browser runs in a worker thread: its first statement may
+    wait for a lock that another request holds until it commits, and that commit needs the
+    event loop this coroutine would otherwise block (SQLite's "database is locked" after the
+    busy timeout). An API token is resolved wherever the request's statements run (see
+    run_statements).
     """
     ip = client_ip(request)
     authorization = request.headers.get("authorization", "")
