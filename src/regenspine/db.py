@@ -239,10 +239,6 @@ def _readers(engine: Engine) -> Engine:
         hide_parameters=True,
         execution_options={_READ_ONLY_OPTION: True},
         connect_args={
-            "options": (
-                f"-c statement_timeout={READ_STATEMENT_TIMEOUT_MS} "
-                "-c default_transaction_read_only=on"
-            ),
             "connect_timeout": network // 2,
             "keepalives": 1,
             "keepalives_idle": network // 2,
@@ -251,6 +247,19 @@ def _readers(engine: Engine) -> Engine:
             "tcp_user_timeout": network * 1000,
         },
     )
+
+    @event.listens_for(readers, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Set once per connection, with SET rather than a startup option, which connection
+        # poolers such as PgBouncer may refuse.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(
+                f"SET statement_timeout = {int(READ_STATEMENT_TIMEOUT_MS)}; "
+                "SET default_transaction_read_only = on"
+            )
+        if not dbapi_connection.autocommit:  # not yet switched to autocommit by the engine
+            dbapi_connection.commit()
+
     _ping_after_idle(readers)
     return readers
 
