@@ -17,6 +17,8 @@ from babel.support import NullTranslations, Translations
 
 LANGUAGES = ("en", "pl")
 LANGUAGE_NAMES = {"en": "English", "pl": "Polski"}
+# The visitor's chosen language, remembered by the browser for pages shown before sign-in.
+LANGUAGE_COOKIE = "rs_lang"
 DEFAULT_TIMEZONE = "Europe/Warsaw"
 
 

@@ -12,7 +12,7 @@ from regenspine.auth import service
 from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
 from regenspine.auth.rules import check_password
 from regenspine.errors import DomainError, InvalidInput
-from regenspine.i18n import LANGUAGES
+from regenspine.i18n import LANGUAGE_COOKIE, LANGUAGES
 from regenspine.web.boundary import client_ip, refusable, request_actor
 from regenspine.web.security import (
     SESSION_COOKIE,
@@ -20,9 +20,11 @@ from regenspine.web.security import (
     Db,
     Ident,
     PageActor,
-    session_cookie_kwargs,
+    cookie_kwargs,
 )
 from regenspine.web.templating import render
+
+ONE_YEAR = 365 * 24 * 3600  # seconds: how long the chosen language is remembered
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -37,7 +39,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def _set_session_cookie(response: Response, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, **session_cookie_kwargs())  # type: ignore[arg-type]
+    response.set_cookie(SESSION_COOKIE, token, **cookie_kwargs())  # type: ignore[arg-type]
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -77,7 +79,12 @@ def login(
     target = "/login/mfa?next=" + _safe_next(next) if result.needs_mfa else _safe_next(next)
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(response, result.session_token)
-    response.set_cookie("rs_lang", result.user.language, samesite="lax", httponly=True)
+    response.set_cookie(
+        LANGUAGE_COOKIE,
+        result.user.language,
+        max_age=ONE_YEAR,
+        **cookie_kwargs(),  # type: ignore[arg-type]
+    )
     return response
 
 
@@ -115,7 +122,7 @@ def logout(db: Db, identity: Ident) -> Response:
     if identity.actor is not None and identity.session_token:
         service.sign_out(db, identity.actor, identity.session_token)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, **cookie_kwargs())  # type: ignore[arg-type]
     return response
 
 
@@ -127,7 +134,7 @@ def choose_language(
     if identity.actor is not None and identity.user is not None:
         service.set_language(db, identity.actor, language)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie("rs_lang", language, samesite="lax", httponly=True, max_age=31536000)
+    response.set_cookie(LANGUAGE_COOKIE, language, max_age=ONE_YEAR, **cookie_kwargs())  # type: ignore[arg-type]
     return response
 
 

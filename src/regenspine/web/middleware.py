@@ -10,6 +10,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regenspine.config import get_settings
+from regenspine.i18n import LANGUAGE_COOKIE
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -147,7 +148,7 @@ def _header(scope: Scope, name: bytes) -> str:
 async def _refuse(scope: Scope, send: Send, status: int) -> None:
     cookies: SimpleCookie = SimpleCookie()
     cookies.load(_cookie_header(scope))
-    polish = "rs_lang" in cookies and cookies["rs_lang"].value == "pl"
+    polish = LANGUAGE_COOKIE in cookies and cookies[LANGUAGE_COOKIE].value == "pl"
     detail = TOO_LARGE_TEXT[1] if polish else TOO_LARGE_TEXT[0]
     if status == 400:
         detail = "The request's Content-Length header is not a number."

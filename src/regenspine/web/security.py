@@ -226,7 +226,9 @@ AccountActor = Annotated[Actor, Depends(account_actor)]
 ApiActor = Annotated[Actor, Depends(api_actor)]
 
 
-def session_cookie_kwargs() -> dict[str, object]:
+def cookie_kwargs() -> dict[str, object]:
+    """The attributes of every cookie the clinic sets or deletes (ASVS V3.3.1): out of reach of
+    scripts, not sent on cross-site requests, and in production only over HTTPS."""
     settings = get_settings()
     return {
         "httponly": True,

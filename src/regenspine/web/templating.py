@@ -17,6 +17,7 @@ from regenspine.auth.permissions import ROLE_LABELS, Permission, Role
 from regenspine.config import get_settings
 from regenspine.errors import Message
 from regenspine.i18n import (
+    LANGUAGE_COOKIE,
     LANGUAGE_NAMES,
     format_date,
     format_datetime,
@@ -65,7 +66,7 @@ def request_language(request: Request) -> str:
     if actor is not None and actor.user_id is not None:
         return actor.language
     return pick_language(
-        request.cookies.get("rs_lang"),
+        request.cookies.get(LANGUAGE_COOKIE),
         request.headers.get("accept-language"),
         get_settings().default_language,
     )

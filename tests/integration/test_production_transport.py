@@ -1,0 +1,109 @@
+"""In production the clinic is reached over TLS only (OWASP ASVS 5.0 V3.3.1, V3.4.1): every
+cookie it sets carries Secure, so a browser never sends a session or a CSRF token over plain
+HTTP, and every answer carries Strict-Transport-Security, so a browser that has been here once
+never tries plain HTTP again. In development neither, so the clinic works over plain HTTP on
+localhost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from regenspine.app import create_app
+from regenspine.config import get_settings
+from tests.conftest import PASSWORD, browser_client
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+@pytest.fixture
+def production_app(database_url, staff, monkeypatch) -> Iterator[FastAPI]:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("REGENSPINE_ENV", "production")
+    monkeypatch.setenv("REGENSPINE_SECRET_KEY", "production-test-" + "k" * 40)
+    monkeypatch.setenv("REGENSPINE_ARGON2_TIME_COST", "2")  # the lowest production accepts
+    monkeypatch.setenv("REGENSPINE_ARGON2_MEMORY_COST", "19456")
+    monkeypatch.setenv("REGENSPINE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        assert get_settings().is_production
+        yield create_app(get_settings())
+    finally:
+        get_settings.cache_clear()
+
+
+def _cookies_set(response: httpx.Response) -> dict[str, str]:
+    """Each cookie the answer sets, by name, with its attributes as sent."""
+    found = {}
+    for header in response.headers.get_list("set-cookie"):
+        name = header.split("=", 1)[0].strip()
+        found[name] = header
+    return found
+
+
+def _assert_secure(response: httpx.Response, *names: str) -> None:
+    cookies = _cookies_set(response)
+    assert set(names) <= set(cookies), f"expected cookies {names}, got {sorted(cookies)}"
+    for name, header in cookies.items():
+        attributes = [a.strip().lower() for a in header.split(";")[1:]]
+        assert "secure" in attributes, f"{name} is set without Secure: {header}"
+        assert "httponly" in attributes, f"{name} is set without HttpOnly: {header}"
+        assert "samesite=lax" in attributes, f"{name} is set without SameSite: {header}"
+
+
+def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(production_app):
+    client = TestClient(production_app, base_url="https://127.0.0.1", raise_server_exceptions=False)
+
+    form = client.get("/login")
+    assert form.status_code == 200
+    assert form.headers["strict-transport-security"] == HSTS
+    _assert_secure(form, "rs_csrf")
+
+    signed_in = client.post(
+        "/login",
+        data={"username": "nurse", "password": PASSWORD, "csrf_token": client.cookies["rs_csrf"]},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    _assert_secure(signed_in, "rs_session", "rs_lang")
+
+    me = client.get("/api/v1/me")
+    assert me.status_code == 200
+    assert me.headers["strict-transport-security"] == HSTS
+    csrf = me.json()["csrf_token"]
+
+    language = client.post(
+        "/language", data={"language": "pl", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert language.status_code == 303
+    _assert_secure(language, "rs_lang")
+
+    for refused in (
+        client.get("/api/v1/patients/999999"),  # 404 from the service
+        client.get("/no-such-page"),  # 404 from the router
+        TestClient(production_app, base_url="https://127.0.0.1").get("/api/v1/me"),  # 401
+    ):
+        assert refused.status_code in (401, 404)
+        assert refused.headers["strict-transport-security"] == HSTS
+
+    signed_out = client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    assert signed_out.status_code == 303
+    _assert_secure(signed_out, "rs_session")  # the deletion too, with the same attributes
+    assert 'rs_session=""' in _cookies_set(signed_out)["rs_session"]
+
+
+def test_in_development_the_clinic_works_over_plain_http(app, staff):
+    client = browser_client(app)  # http://127.0.0.1
+    form = client.get("/login")
+    assert "strict-transport-security" not in form.headers
+    assert "secure" not in _cookies_set(form)["rs_csrf"].lower()
+    signed_in = client.post(
+        "/login",
+        data={"username": "nurse", "password": PASSWORD, "csrf_token": client.cookies["rs_csrf"]},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303
+    assert client.get("/api/v1/me").status_code == 200  # the cookie came back over HTTP
