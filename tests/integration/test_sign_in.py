@@ -290,3 +290,51 @@ def test_a_name_that_matches_no_account_is_not_written_to_the_audit_log(app, sta
     assert all(typed.lower() not in f"{r.entity_id} {r.detail}".lower() for r in rows)
     assert len({r.entity_id for r in rows}) == 1 and rows[0].entity_id.startswith("unknown:")
     assert json.loads(rows[-1].detail)["reason"] == "locked"  # five failures lock that name too
+
+
+def test_changing_the_password_signs_out_every_other_browser(app, staff, factory):
+    """ASVS 5.0 V7.4.3 and V6.2.3: someone who learnt the old password and signed in with it
+    is signed out when the owner changes it; the owner's own browser stays signed in. A wrong
+    current password changes nothing."""
+    intruder = sign_in(app, "nurse")
+    other_device = sign_in(app, "nurse")
+    owner = sign_in(app, "nurse")
+    colleague = sign_in(app, "coordinator")
+    new_password = "a-quiet-lighthouse-by-the-fjord-7"
+
+    with factory() as s:
+        hash_before = s.scalars(select(User.password_hash).where(User.username == "nurse")).one()
+    refused = owner.post(
+        "/account/password",
+        data={"current_password": "not-my-password-123", "new_password": new_password},
+    )
+    assert refused.status_code == 422
+    assert "The current password is not correct." in refused.text
+    assert intruder.get("/api/v1/me").status_code == 200
+    with factory() as s:
+        assert s.scalars(select(User.password_hash).where(User.username == "nurse")).one() == (
+            hash_before
+        )
+
+    changed = owner.post(
+        "/account/password", data={"current_password": PASSWORD, "new_password": new_password}
+    )
+    assert changed.status_code == 200, changed.text
+    assert "Your other signed-in browsers were signed out." in changed.text
+
+    assert intruder.get("/api/v1/me").status_code == 401
+    assert other_device.get("/api/v1/me").status_code == 401
+    assert owner.get("/api/v1/me").status_code == 200
+    assert colleague.get("/api/v1/me").status_code == 200  # another user's sessions: untouched
+    assert _login(browser_client(app), "nurse", PASSWORD).status_code == 401
+    assert _login(browser_client(app), "nurse", new_password).status_code == 303
+
+    with factory() as s:
+        ended = s.scalars(
+            select(WebSession.end_reason).where(WebSession.end_reason == "password_changed")
+        ).all()
+        record = s.scalars(
+            select(AuditRecord).where(AuditRecord.action == "auth.password_changed")
+        ).one()
+    assert len(ended) == 2
+    assert json.loads(record.detail)["other_sessions_ended"] == 2

@@ -163,12 +163,15 @@ def change_password(
     request: Request,
     db: Db,
     actor: AccountActor,
+    identity: Ident,
     current_password: FormStr = "",
     new_password: FormStr = "",
 ) -> Response:
     try:
         with refusable(db, actor):
-            service.change_password(db, actor, current_password, new_password)
+            service.change_password(
+                db, actor, current_password, new_password, keep_session=identity.session_token
+            )
     except InvalidInput as exc:
         return _account(request, db, actor, password_errors=exc.field_errors, status=422)
     return _account(request, db, actor, password_changed=True)

@@ -403,7 +403,13 @@ def mark_session_mfa_passed(web_session: WebSession) -> None:
     web_session.mfa_passed = True
 
 
-def change_password(session: Session, actor: Actor, current: str, new: str) -> None:
+def change_password(
+    session: Session, actor: Actor, current: str, new: str, *, keep_session: str | None = None
+) -> int:
+    """Changes the actor's password and signs out every other browser signed in as them, so
+    that whoever learnt the old password loses the session they opened with it (ASVS V7.4.3).
+    `keep_session` is the cookie token of the browser making the change. Returns how many
+    other sessions were ended."""
     user = _user(session, actor.user_id)
     if not _password_matches(user.password_hash, current):
         raise InvalidInput(
@@ -414,9 +420,35 @@ def change_password(session: Session, actor: Actor, current: str, new: str) -> N
         raise InvalidInput({"new_password": strength.problems[0]})
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
-    audit.record(
-        session, actor, "auth.password_changed", entity_type="user", entity_id=user.username
+    ended = end_open_sessions(
+        session,
+        user.id,
+        "password_changed",
+        keep=sha256_hex(keep_session) if keep_session else None,
     )
+    audit.record(
+        session,
+        actor,
+        "auth.password_changed",
+        entity_type="user",
+        entity_id=user.username,
+        detail={"other_sessions_ended": ended},
+    )
+    return ended
+
+
+def end_open_sessions(session: Session, user_id: int, reason: str, keep: str | None = None) -> int:
+    """Ends every open session of the user except the one whose id hash is `keep`."""
+    now = utcnow()
+    ended = 0
+    for web_session in session.scalars(
+        select(WebSession).where(WebSession.user_id == user_id, WebSession.ended_at.is_(None))
+    ):
+        if web_session.id_hash != keep:
+            web_session.ended_at = now
+            web_session.end_reason = reason
+            ended += 1
+    return ended
 
 
 def set_language(session: Session, actor: Actor, language: str) -> None:
@@ -514,13 +546,7 @@ def update_user(
         changes["is_active"] = f"{user.is_active} -> {is_active}"
         user.is_active = is_active
         if not is_active:
-            for ws in session.scalars(
-                select(WebSession).where(
-                    WebSession.user_id == user.id, WebSession.ended_at.is_(None)
-                )
-            ):
-                ws.ended_at = utcnow()
-                ws.end_reason = "account_disabled"
+            end_open_sessions(session, user.id, "account_disabled")
     if changes:
         audit.record(
             session,
