@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import person, valid_patient
+from tests.conftest import PASSWORD, person, valid_patient
 from tests.web.conftest import by_label, login, screenshot
 
 pytestmark = pytest.mark.browser
@@ -425,3 +425,26 @@ def test_password_strength_meter_updates_while_typing(page, live_server, base_ur
     new_password.press_sequentially("correct horse battery staple")
     expect(page.locator("#strength .meter")).to_be_visible(timeout=3_000)
     screenshot(page, "account-password-strength.png")
+
+
+@pytest.mark.browser
+def test_changing_the_password_keeps_this_browser_signed_in_and_says_the_others_were_not(
+    page, live_server, base_url
+):
+    """The browser that changes the password stays signed in and is told that every other
+    browser of that user was signed out; the password is then changed back for other tests."""
+    username = live_server.staff.username("physiotherapist")
+    login(page, base_url, username)
+    temporary = "a-quiet-lighthouse-by-the-fjord-7"
+    for current, new in ((PASSWORD, temporary), (temporary, PASSWORD)):
+        page.goto(base_url + "/account")
+        by_label(page, "Current password").fill(current)
+        by_label(page, "New password").fill(new)
+        page.get_by_role("button", name="Change password").click()
+        expect(page.get_by_role("status")).to_contain_text(
+            "Your other signed-in browsers were signed out.", timeout=3_000
+        )
+        if new == temporary:
+            screenshot(page, "account-password-changed.png")
+    page.goto(base_url + "/patients")
+    expect(page).to_have_url(re.compile(r"/patients$"))  # still signed in
