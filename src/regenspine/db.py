@@ -237,7 +237,6 @@ def _readers(engine: Engine) -> Engine:
         max_overflow=-1,
         isolation_level="AUTOCOMMIT",
         hide_parameters=True,
-        execution_options={_READ_ONLY_OPTION: True},
         connect_args={
             "connect_timeout": network // 2,
             "keepalives": 1,

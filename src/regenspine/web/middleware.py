@@ -7,10 +7,12 @@ import json
 from http.cookies import SimpleCookie
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regenspine.config import get_settings
 from regenspine.i18n import LANGUAGE_COOKIE
+from regenspine.web.security import ANON_CSRF_COOKIE, cookie_kwargs
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -53,12 +55,18 @@ class SecurityHeaders:
                 cookies = SimpleCookie()
                 cookies.load(_cookie_header(scope))
                 anon = getattr(identity, "anon_csrf", None)
-                if anon and "rs_csrf" not in cookies:
-                    flags = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if production else "")
-                    headers.append("set-cookie", f"rs_csrf={anon}; {flags}")
+                if anon and ANON_CSRF_COOKIE not in cookies:
+                    headers.append("set-cookie", _cookie(ANON_CSRF_COOKIE, anon))
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+
+def _cookie(name: str, value: str) -> str:
+    """A Set-Cookie value with the attributes every cookie of the clinic has (cookie_kwargs)."""
+    response = Response()
+    response.set_cookie(name, value, **cookie_kwargs())  # type: ignore[arg-type]
+    return response.headers["set-cookie"]
 
 
 def _cookie_header(scope: Scope) -> str:
