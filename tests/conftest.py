@@ -207,7 +207,11 @@ def browser_client(app):  # type: ignore[no-untyped-def]
 
 def sign_in(app, username: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
     """A client signed in through the real login form, sending its CSRF token on writes."""
-    client = browser_client(app)
+    return sign_in_client(browser_client(app), username, password)
+
+
+def sign_in_client(client, username: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    """Signs `client` in through the real login form (see sign_in)."""
     client.get("/login")
     response = client.post(
         "/login",

@@ -335,6 +335,8 @@ MATRIX: list[Case] = [
     C("GET", "/account", ALL, PAGE),
     C("POST", "/account/password", ALL, PAGE,
       body=form_body({"current_password": PASSWORD, "new_password": PASSWORD})),
+    C("POST", "/account/sessions", ALL, PAGE,
+      body=form_body({"session": "others", "password": PASSWORD})),
     C("POST", "/account/password-strength", ALL, PAGE,
       body=form_body({"new_password": "tr0ub4dor"})),
     C("GET", "/account/mfa", ALL, PAGE),

@@ -15,7 +15,7 @@ from regenspine.auth import service as auth
 from regenspine.auth.models import User, WebSession
 from regenspine.auth.permissions import Role
 from regenspine.db import utcnow
-from tests.conftest import PASSWORD, browser_client, sign_in
+from tests.conftest import PASSWORD, browser_client, sign_in, sign_in_client
 
 
 def _login(client, username: str, password: str):
@@ -81,7 +81,10 @@ def test_sign_in_sets_a_new_http_only_session_cookie_and_ends_the_previous_one(a
 def test_logout_invalidates_the_session_on_the_server(app, staff):
     client = sign_in(app, "doctor")
     token = client.cookies["rs_session"]
-    assert client.post("/logout", follow_redirects=False).status_code == 303
+    signed_out = client.post("/logout", follow_redirects=False)
+    assert signed_out.status_code == 303
+    # ASVS V14.3.1: the browser drops what it cached or stored of the signed-in pages.
+    assert signed_out.headers["clear-site-data"] == '"cache", "storage"'
     replay = browser_client(app)
     replay.cookies.set("rs_session", token)
     assert replay.get("/api/v1/me").status_code == 401
@@ -338,3 +341,113 @@ def test_changing_the_password_signs_out_every_other_browser(app, staff, factory
         ).one()
     assert len(ended) == 2
     assert json.loads(record.detail)["other_sessions_ended"] == 2
+
+
+FIREFOX_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+SAFARI_IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/18.1 Mobile/15E148 Safari/604.1"
+)
+CHROME_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+EDGE_WINDOWS = CHROME_LINUX.replace("X11; Linux x86_64", "Windows NT 10.0") + " Edg/131.0.0.0"
+
+
+def _signed_in_with(app, username: str, user_agent: str):
+    client = browser_client(app)
+    client.headers["user-agent"] = user_agent
+    return sign_in_client(client, username)
+
+
+def _radio_values(page: str) -> list[str]:
+    return [part.split('"')[0] for part in page.split('type="radio" name="session" value="')[1:]]
+
+
+def _ref_of(client) -> str:
+    return auth.session_ref(auth.sha256_hex(client.cookies["rs_session"]))
+
+
+def test_a_user_sees_their_browsers_and_signs_out_one_or_all_others_with_their_password(
+    app, staff, factory
+):
+    """ASVS 5.0 V7.5.2: a user sees every browser signed in as them and, after giving their
+    password again, signs out one of them or all the others. Their own browser, and other
+    users' browsers, are never touched; a refusal changes nothing."""
+    laptop = _signed_in_with(app, "nurse", FIREFOX_WINDOWS)
+    phone = _signed_in_with(app, "nurse", SAFARI_IPHONE)
+    owner = _signed_in_with(app, "nurse", CHROME_LINUX)
+    colleague = _signed_in_with(app, "coordinator", EDGE_WINDOWS)
+
+    page = owner.get("/account")
+    assert page.status_code == 200
+    listed = page.text.split('id="browsers"')[1].split("</section>")[0]
+    for name in ("Firefox on Windows", "Safari on iPhone", "Chrome on Linux"):
+        assert name in listed
+    assert "Edge on Windows" not in listed  # a colleague's browser is not theirs to see
+    assert listed.count("This browser") == 1
+    # Only the other browsers can be chosen, and "all other browsers" is the default.
+    assert sorted(_radio_values(listed)) == sorted(["others", _ref_of(laptop), _ref_of(phone)])
+
+    def still_signed_in() -> list[int]:
+        return [c.get("/api/v1/me").status_code for c in (laptop, phone, owner, colleague)]
+
+    refusals = [
+        ({"session": "others", "password": "not-my-password-123"}, "password is not correct"),
+        ({"session": _ref_of(colleague), "password": PASSWORD}, "no longer signed in"),
+        ({"session": "0123456789abcdef", "password": PASSWORD}, "no longer signed in"),
+        ({"session": _ref_of(owner), "password": PASSWORD}, "the browser you are using"),
+    ]
+    for form, message in refusals:
+        refused = owner.post("/account/sessions", data=form)
+        assert refused.status_code == 422, form
+        assert message in refused.text
+        assert still_signed_in() == [200, 200, 200, 200]
+
+    one = owner.post("/account/sessions", data={"session": _ref_of(laptop), "password": PASSWORD})
+    assert one.status_code == 200, one.text
+    assert "1 browser was signed out." in one.text
+    assert still_signed_in() == [401, 200, 200, 200]
+
+    rest = owner.post("/account/sessions", data={"session": "others", "password": PASSWORD})
+    assert rest.status_code == 200, rest.text
+    assert "1 browser was signed out." in rest.text
+    assert "No other browser is signed in as you." in rest.text
+    assert still_signed_in() == [401, 401, 200, 200]
+
+    with factory() as s:
+        reasons = s.scalars(
+            select(WebSession.end_reason).where(WebSession.end_reason.is_not(None))
+        ).all()
+        records = s.scalars(
+            select(AuditRecord)
+            .where(AuditRecord.action == "auth.sessions_signed_out")
+            .order_by(AuditRecord.id)
+        ).all()
+    assert reasons == ["signed_out_by_user", "signed_out_by_user"]
+    assert [json.loads(r.detail) for r in records] == [
+        {"which": "one", "ended": 1},
+        {"which": "all_others", "ended": 1},
+    ]
+    assert {r.actor_username for r in records} == {"nurse"}
+
+
+def test_turning_on_two_step_sign_in_signs_out_every_other_browser(app, staff, factory):
+    """ASVS 5.0 V7.4.3: a session opened with a stolen password before two-step sign-in was
+    turned on does not outlive the change."""
+    intruder = sign_in(app, "medical-director")
+    owner = sign_in(app, "medical-director")
+    with factory() as s:
+        owner.get("/account/mfa")
+        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
+    turned_on = owner.post("/account/mfa", data={"code": pyotp.TOTP(secret).now()})
+    assert turned_on.status_code == 200, turned_on.text
+    assert "Your other signed-in browsers were signed out." in turned_on.text
+    assert intruder.get("/api/v1/me").status_code == 401
+    assert owner.get("/api/v1/me").status_code == 200
+    with factory() as s:
+        record = s.scalars(
+            select(AuditRecord).where(AuditRecord.action == "auth.mfa_enabled")
+        ).one()
+    assert json.loads(record.detail) == {"other_sessions_ended": 1}

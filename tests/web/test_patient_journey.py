@@ -448,3 +448,38 @@ def test_changing_the_password_keeps_this_browser_signed_in_and_says_the_others_
             screenshot(page, "account-password-changed.png")
     page.goto(base_url + "/patients")
     expect(page).to_have_url(re.compile(r"/patients$"))  # still signed in
+
+
+@pytest.mark.browser
+def test_a_user_signs_out_a_browser_they_left_signed_in_elsewhere(
+    page, browser, live_server, base_url
+):
+    """ASVS 5.0 V7.5.2 in the browser: the account page lists the user's other browser by name
+    and, with the password given again, signs it out; that browser is then sent to sign in."""
+    username = live_server.staff.username("auditor")
+    elsewhere = browser.new_context(
+        user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 "
+        "Firefox/133.0",
+        locale="en-US",
+    )
+    try:
+        left_open = elsewhere.new_page()
+        login(left_open, base_url, username)
+        login(page, base_url, username)
+        page.goto(base_url + "/account")
+        browsers = page.locator("#browsers")
+        expect(browsers.get_by_role("table")).to_contain_text("Firefox on Windows")
+        expect(browsers.get_by_role("table")).to_contain_text("This browser")
+        screenshot(page, "account-signed-in-browsers.png")
+
+        browsers.get_by_label("Your password, to confirm").fill(PASSWORD)
+        browsers.get_by_role("button", name="Sign out").click()
+        expect(browsers.get_by_role("status")).to_have_text("1 browser was signed out.")
+        expect(browsers).to_contain_text("No other browser is signed in as you.")
+
+        left_open.goto(base_url + "/patients")
+        expect(left_open).to_have_url(re.compile(r"/login\?next="))
+        page.goto(base_url + "/patients")
+        expect(page).to_have_url(re.compile(r"/patients$"))  # this browser: still signed in
+    finally:
+        elsewhere.close()

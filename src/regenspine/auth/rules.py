@@ -113,3 +113,36 @@ def session_expired(
     if now - last_seen_at >= lifetime.idle:
         return "idle_timeout"
     return None
+
+
+# Most specific first: Edge and Opera also say "Chrome", Chrome also says "Safari", and
+# Chrome on iOS says "CriOS". The tokens are those the browsers put in their User-Agent.
+_BROWSERS = (
+    ("Edg", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("FxiOS/", "Firefox"),
+    ("CriOS/", "Chrome"),
+    ("Chromium/", "Chromium"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("Windows", "Windows"),
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def describe_browser(user_agent: str) -> tuple[str, str]:
+    """The browser and the operating system ("Firefox", "Windows") that staff can recognise in
+    the list of their signed-in browsers; "" for a part the User-Agent names nothing known of.
+    The page shows only these names, never the text the client sent."""
+    browser = next((name for token, name in _BROWSERS if token in user_agent), "")
+    system = next((name for token, name in _SYSTEMS if token in user_agent), "")
+    return browser, system

@@ -26,6 +26,7 @@ from regenspine.auth.rules import (
     SessionLifetime,
     ThrottlePolicy,
     check_password,
+    describe_browser,
     session_expired,
     sign_in_locked,
 )
@@ -382,8 +383,14 @@ def begin_mfa_enrolment(session: Session, actor: Actor) -> MfaEnrolment:
     return MfaEnrolment(user.mfa_secret, uri, qr_svg)
 
 
-def confirm_mfa_enrolment(session: Session, actor: Actor, code: str) -> list[str]:
-    """Turns MFA on when the first code from the authenticator matches; returns recovery codes."""
+def confirm_mfa_enrolment(
+    session: Session, actor: Actor, code: str, *, keep_session: str | None = None
+) -> list[str]:
+    """Turns MFA on when the first code from the authenticator matches; returns recovery codes.
+
+    Every other browser signed in as the user is signed out (ASVS V7.4.3): a session opened
+    with a stolen password before MFA was turned on would otherwise outlive it. `keep_session`
+    is the cookie token of the browser making the change."""
     user = _user(session, actor.user_id)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
@@ -395,7 +402,17 @@ def confirm_mfa_enrolment(session: Session, actor: Actor, code: str) -> list[str
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODE_COUNT)]
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     session.add_all(RecoveryCode(user_id=user.id, code_hash=sha256_hex(c)) for c in codes)
-    audit.record(session, actor, "auth.mfa_enabled", entity_type="user", entity_id=user.username)
+    ended = end_open_sessions(
+        session, user.id, "mfa_enabled", keep=sha256_hex(keep_session) if keep_session else None
+    )
+    audit.record(
+        session,
+        actor,
+        "auth.mfa_enabled",
+        entity_type="user",
+        entity_id=user.username,
+        detail={"other_sessions_ended": ended},
+    )
     return codes
 
 
@@ -449,6 +466,100 @@ def end_open_sessions(session: Session, user_id: int, reason: str, keep: str | N
             web_session.end_reason = reason
             ended += 1
     return ended
+
+
+def session_ref(id_hash: str) -> str:
+    """The name of a signed-in browser on the account page. Derived from the stored hash, so
+    that a page never shows anything that is kept to recognise the cookie."""
+    return sha256_hex(f"session-ref:{id_hash}")[:16]
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    ref: str
+    browser: str
+    system: str
+    source_ip: str
+    created_at: datetime
+    last_seen_at: datetime
+    current: bool
+
+
+def list_open_sessions(
+    session: Session, actor: Actor, *, current_token: str | None = None
+) -> list[OpenSession]:
+    """The browsers signed in as the actor now (ASVS V7.5.2), most recently active first.
+    Sessions past their idle or absolute limit are left out: they can no longer be used."""
+    now = utcnow()
+    lifetime = _lifetime()
+    current = sha256_hex(current_token) if current_token else None
+    rows = session.scalars(
+        select(WebSession)
+        .where(WebSession.user_id == actor.user_id, WebSession.ended_at.is_(None))
+        .order_by(WebSession.last_seen_at.desc(), WebSession.created_at.desc())
+    )
+    return [
+        OpenSession(
+            session_ref(w.id_hash),
+            *describe_browser(w.user_agent),
+            source_ip=w.source_ip,
+            created_at=w.created_at,
+            last_seen_at=w.last_seen_at,
+            current=w.id_hash == current,
+        )
+        for w in rows
+        if session_expired(w.created_at, w.last_seen_at, now, lifetime) is None
+    ]
+
+
+ALL_OTHER_SESSIONS = "others"
+
+
+def sign_out_other_sessions(
+    session: Session, actor: Actor, password: str, which: str, *, current_token: str | None
+) -> int:
+    """Ends one other browser of the actor (`which` is its ref from list_open_sessions) or all
+    of them (`which` is ALL_OTHER_SESSIONS), after the actor proves again who they are with
+    their password (ASVS V7.5.2). The browser asking stays signed in. Returns how many
+    sessions were ended."""
+    user = _user(session, actor.user_id)
+    if not _password_matches(user.password_hash, password):
+        raise InvalidInput({"password": Message(N_("The current password is not correct."))})
+    keep = sha256_hex(current_token) if current_token else None
+    if which == ALL_OTHER_SESSIONS:
+        ended = end_open_sessions(session, user.id, "signed_out_by_user", keep=keep)
+    else:
+        ended = _end_session_by_ref(session, user.id, which, keep)
+    audit.record(
+        session,
+        actor,
+        "auth.sessions_signed_out",
+        entity_type="user",
+        entity_id=user.username,
+        detail={"which": "all_others" if which == ALL_OTHER_SESSIONS else "one", "ended": ended},
+    )
+    return ended
+
+
+def _end_session_by_ref(session: Session, user_id: int, ref: str, keep: str | None) -> int:
+    for web_session in session.scalars(
+        select(WebSession).where(WebSession.user_id == user_id, WebSession.ended_at.is_(None))
+    ):
+        if session_ref(web_session.id_hash) == ref:
+            if web_session.id_hash == keep:
+                raise InvalidInput(
+                    {
+                        "session": Message(
+                            N_("This is the browser you are using. Use Sign out to end it.")
+                        )
+                    }
+                )
+            web_session.ended_at = utcnow()
+            web_session.end_reason = "signed_out_by_user"
+            return 1
+    raise InvalidInput(
+        {"session": Message(N_("That browser is no longer signed in. Choose one from the list."))}
+    )
 
 
 def set_language(session: Session, actor: Actor, language: str) -> None:
