@@ -165,8 +165,12 @@ def demo(
         transient=True,
     ) as progress:
         task = progress.add_task("Demo patients", total=patients)
-        with unit_of_work(session_factory(get_settings().database_url)) as session:
-            result = load_demo(session, patients, progress=lambda n: progress.advance(task, n))
+        try:
+            with unit_of_work(session_factory(get_settings().database_url)) as session:
+                result = load_demo(session, patients, progress=lambda n: progress.advance(task, n))
+        except DomainError as exc:
+            err.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(2) from None
     if result.skipped:
         console.print("The database already has data; the demo clinic was not loaded.")
         return

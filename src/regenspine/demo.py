@@ -17,6 +17,7 @@ from regenspine.auth.actor import SYSTEM_ACTOR
 from regenspine.auth.models import User
 from regenspine.auth.permissions import Role
 from regenspine.config import get_settings
+from regenspine.errors import N_, Conflict, Message
 from regenspine.identifiers import format_mrn
 from regenspine.patients.models import CareTeamMember, Patient
 from regenspine.patients.pesel import make_pesel
@@ -238,7 +239,21 @@ def load_demo(
     progress: Callable[[int], None] | None = None,
     batch: int = 2000,
 ) -> DemoResult:
-    """Fills an empty database; a database that already has data is left untouched."""
+    """Fills an empty database; a database that already has data is left untouched.
+
+    Refused in production: the demo clinic's staff accounts, an administrator among them,
+    share a password printed in the README, and such default accounts must never exist in a
+    real clinic (ASVS 5.0 V6.3.2)."""
+    if get_settings().is_production:
+        raise Conflict(
+            Message(
+                N_(
+                    "The demo clinic cannot be loaded in production (REGENSPINE_ENV=production): "
+                    "its accounts share a published password. Create the first administrator "
+                    "with `regenspine create-user` instead."
+                )
+            )
+        )
     if not database_is_empty(session):
         return DemoResult([], 0, skipped=True)
     rng = random.Random(SEED)

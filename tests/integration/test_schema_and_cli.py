@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, func, select
 from typer.testing import CliRunner
 
 from regenspine.audit import service as audit
+from regenspine.audit.models import AuditRecord
 from regenspine.auth.models import User
 from regenspine.config import get_settings
 from regenspine.db import Base
@@ -126,6 +127,28 @@ def test_commands_refuse_to_run_in_production_with_the_default_secret_key(monkey
         get_settings.cache_clear()
     assert result.exit_code == 2
     assert "REGENSPINE_SECRET_KEY" in result.output
+
+
+def test_the_demo_clinic_is_never_loaded_in_production(cli_env, factory, monkeypatch):
+    """ASVS 5.0 V6.3.2: the demo staff accounts (an administrator among them) share a password
+    printed in the README; in production `regenspine demo` refuses, says what to do instead,
+    and leaves the empty database empty."""
+    runner, app = cli_env
+    monkeypatch.setenv("REGENSPINE_ENV", "production")
+    monkeypatch.setenv("REGENSPINE_SECRET_KEY", "production-test-" + "k" * 40)
+    monkeypatch.setenv("REGENSPINE_ARGON2_TIME_COST", "2")  # the lowest production accepts
+    monkeypatch.setenv("REGENSPINE_ARGON2_MEMORY_COST", "19456")
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["demo", "--patients", "5"])
+    said = " ".join(refused.output.split())  # the console wraps long lines
+    assert refused.exit_code == 2, said
+    assert "cannot be loaded in production" in said
+    assert "regenspine create-user" in said
+    assert "spine-demo-harbour-47" not in said
+    with factory() as s:
+        assert s.scalar(select(func.count(User.id))) == 0
+        assert s.scalar(select(func.count(Patient.id))) == 0
+        assert s.scalar(select(func.count(AuditRecord.id))) == 0
 
 
 def test_serve_believes_forwarded_addresses_only_from_the_configured_proxies(
