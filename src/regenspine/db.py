@@ -78,12 +78,40 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Take the write lock at the start: every request may append to the audit chain, and
         # upgrading a read lock later would fail with "database is locked" instead of waiting.
-        # A read-only transaction (see begin_read_only) never writes, so it takes no lock: in
-        # WAL mode it reads a snapshot beside the writer.
-        if conn.get_execution_options().get(_READ_ONLY_OPTION):
-            conn.exec_driver_sql("BEGIN DEFERRED")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only requests use connections of their own that take no lock (_sqlite_readers).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+SQLITE_CONNECT_ARGS = {"timeout": 15, "check_same_thread": False}
+
+
+def _sqlite_readers(engine: Engine) -> Engine:
+    """SQLite connections for read-only requests, apart from the writers' pool.
+
+    - SQLite itself refuses writes on them (PRAGMA query_only), behind the session's own
+      refusal.
+    - Autocommit: no BEGIN and no COMMIT. In WAL mode each SELECT reads a snapshot beside the
+      writer and waits for no lock; the statements a request reads with (its token, then the
+      chart) need no common snapshot.
+    - Never waits for a connection, as the PostgreSQL readers (_readers).
+    """
+    readers = create_engine(
+        engine.url,
+        pool_size=READER_CONNECTIONS,
+        max_overflow=-1,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        connect_args=SQLITE_CONNECT_ARGS,
+    )
+
+    @event.listens_for(readers, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+    return readers
 
 
 # A pooled connection unused for this long is tested before use. Testing every checkout (the
@@ -118,11 +146,7 @@ def get_engine(url: str) -> Engine:
             path = url.removeprefix("sqlite:///")
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(
-                url,
-                connect_args={"timeout": 15, "check_same_thread": False},
-                hide_parameters=True,
-            )
+            engine = create_engine(url, connect_args=SQLITE_CONNECT_ARGS, hide_parameters=True)
             _configure_sqlite(engine)
         else:
             engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
@@ -156,7 +180,6 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-_READ_ONLY_OPTION = "regenspine_read_only"
 _READ_ONLY_KEY = "regenspine.read_only"
 
 
@@ -182,9 +205,8 @@ class DeferredWork:
 
 
 def read_only_session(factory: sessionmaker[Session], work: DeferredWork) -> Session:
-    """A session whose transaction only reads: on SQLite without the write lock (a WAL
-    snapshot beside the writer), on PostgreSQL in autocommit on a connection of the readers'
-    own pool (see _readers). Writes are refused; audit appends and deferred updates go to
+    """A session that only reads, in autocommit on a connection of the readers' own pool,
+    which the database itself keeps from writing (see _readers and _sqlite_readers). Writes are refused; audit appends and deferred updates go to
     `work` instead. Opening it does no I/O: the connection is taken on first use."""
     session = factory(bind=_read_only_bind(factory.kw["bind"]))
     session.info[_READ_ONLY_KEY] = work
@@ -199,8 +221,10 @@ def _read_only_bind(engine: Engine) -> Engine:
     if bind is None:
         if engine.dialect.name == "postgresql":
             bind = _readers(engine)
-        else:  # the same pool, with the option that makes BEGIN take no lock (set once)
-            bind = engine.execution_options(**{_READ_ONLY_OPTION: True})
+        elif engine.url.database in (None, "", ":memory:"):  # one connection holds it all
+            bind = engine
+        else:
+            bind = _sqlite_readers(engine)
         _read_only_binds[engine] = bind
     return bind
 

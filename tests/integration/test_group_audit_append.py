@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from regenspine.audit import service as audit
 from regenspine.audit.appender import AuditNotRecorded, GroupAppender
@@ -114,6 +115,21 @@ def test_a_read_only_transaction_refuses_to_write(factory, staff):
         s.rollback()
         with pytest.raises(WriteInReadOnlyTransaction):
             s.execute(update(Patient).where(Patient.id == pid).values(city="Gdańsk"))
+
+
+def test_the_database_itself_refuses_a_write_on_a_reader_connection(factory, staff):
+    """Behind the session's own refusal above: SQL sent straight to the driver, past
+    SQLAlchemy's checks, is refused by the database (SQLite's query_only, PostgreSQL's
+    default_transaction_read_only), and nothing changes."""
+    with unit_of_work(factory) as s:
+        pid = patients.register_patient(s, staff.actor(Role.COORDINATOR), valid_patient()).id
+    with (
+        read_only_session(factory, DeferredWork()) as reader,
+        pytest.raises(DBAPIError, match="read-only transaction|readonly database"),
+    ):
+        reader.connection().exec_driver_sql("UPDATE patients SET city = 'Gdańsk'")
+    with unit_of_work(factory) as s:
+        assert s.get(Patient, pid).city != "Gdańsk"
 
 
 def _token(factory, staff, role: Role) -> str:  # type: ignore[no-untyped-def]
