@@ -206,8 +206,9 @@ class DeferredWork:
 
 def read_only_session(factory: sessionmaker[Session], work: DeferredWork) -> Session:
     """A session that only reads, in autocommit on a connection of the readers' own pool,
-    which the database itself keeps from writing (see _readers and _sqlite_readers). Writes are refused; audit appends and deferred updates go to
-    `work` instead. Opening it does no I/O: the connection is taken on first use."""
+    which the database itself keeps from writing (see _readers and _sqlite_readers). The
+    session refuses writes too; audit appends and deferred updates go to `work` instead.
+    Opening it does no I/O: the connection is taken on first use."""
     session = factory(bind=_read_only_bind(factory.kw["bind"]))
     session.info[_READ_ONLY_KEY] = work
     return session
