@@ -451,3 +451,54 @@ def test_turning_on_two_step_sign_in_signs_out_every_other_browser(app, staff, f
             select(AuditRecord).where(AuditRecord.action == "auth.mfa_enabled")
         ).one()
     assert json.loads(record.detail) == {"other_sessions_ended": 1}
+
+
+def test_wrong_second_step_codes_lock_two_step_sign_in_even_after_the_right_password(
+    app, staff, factory, monkeypatch
+):
+    """ASVS 5.0 V6.3.1: someone who knows the password cannot guess codes without end. Five
+    wrong codes lock the second step for the throttling window: even the right code is then
+    refused, signing in with the password again does not reset the count, and after the
+    window the right code works."""
+    owner = sign_in(app, "medical-director")
+    owner.get("/account/mfa")
+    with factory() as s:
+        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
+    totp = pyotp.TOTP(secret)
+    start = time.time()
+    assert owner.post("/account/mfa", data={"code": totp.at(start)}).status_code == 200
+
+    guesser = browser_client(app)
+    _login(guesser, "medical-director", PASSWORD)
+    for guess in ("000000", "111111", "222222", "333333", "444444"):
+        wrong = guesser.post("/login/mfa", data={"code": guess, "csrf_token": _csrf(guesser)})
+        assert wrong.status_code == 401
+        assert "The code is not correct" in wrong.text
+    right = totp.at(start + totp.interval)
+    locked = guesser.post("/login/mfa", data={"code": right, "csrf_token": _csrf(guesser)})
+    assert locked.status_code == 401
+    assert "Too many wrong codes" in locked.text and "15 minutes" in locked.text
+    assert guesser.get("/api/v1/me").status_code == 401
+
+    again = browser_client(app)  # the password is right, but it does not reset the count
+    assert _login(again, "medical-director", PASSWORD).headers["location"].startswith("/login/mfa")
+    still = again.post("/login/mfa", data={"code": right, "csrf_token": _csrf(again)})
+    assert "Too many wrong codes" in still.text
+    assert again.get("/api/v1/me").status_code == 401
+
+    later = utcnow() + timedelta(minutes=16)
+    monkeypatch.setattr(auth, "utcnow", lambda: later)
+    after = browser_client(app)
+    _login(after, "medical-director", PASSWORD)
+    code_then = totp.at(later)
+    passed = after.post(
+        "/login/mfa", data={"code": code_then, "csrf_token": _csrf(after)}, follow_redirects=False
+    )
+    assert passed.status_code == 303, passed.text
+    assert after.get("/api/v1/me").status_code == 200
+    with factory() as s:
+        actions = s.scalars(
+            select(AuditRecord.action).where(AuditRecord.action.like("auth.mfa_%"))
+        ).all()
+    assert actions.count("auth.mfa_failed") == 5
+    assert actions.count("auth.mfa_locked") == 2

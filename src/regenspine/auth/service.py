@@ -41,10 +41,13 @@ from regenspine.errors import (
     NotAuthenticated,
     NotFound,
     RefusalRecord,
+    TooManyAttempts,
 )
 
 LOGIN_FAILED = "auth.login_failed"
 LOGIN_SUCCEEDED = "auth.login"
+MFA_FAILED = "auth.mfa_failed"
+MFA_PASSED = "auth.mfa_passed"
 RECOVERY_CODE_COUNT = 10
 TOKEN_PREFIX = "rst_"  # noqa: S105 (a visible prefix, not a secret)
 
@@ -111,6 +114,28 @@ def _recent_failures(session: Session, column: str, value: str, since: datetime)
         session.scalar(
             select(func.count(AuditRecord.id)).where(
                 AuditRecord.action == LOGIN_FAILED, col == value, AuditRecord.at > start
+            )
+        )
+        or 0
+    )
+
+
+def _recent_mfa_failures(session: Session, username: str, since: datetime) -> int:
+    """Wrong second-step codes for the account within the window, since its last complete
+    sign-in. A correct password does not reset the count (ASVS V6.3.1): whoever knows the
+    password could otherwise sign in again and again to guess codes without end."""
+    last_success = session.scalar(
+        select(func.max(AuditRecord.at)).where(
+            AuditRecord.action == MFA_PASSED, AuditRecord.entity_id == username
+        )
+    )
+    start = max(since, last_success) if last_success else since
+    return (
+        session.scalar(
+            select(func.count(AuditRecord.id)).where(
+                AuditRecord.action == MFA_FAILED,
+                AuditRecord.entity_id == username,
+                AuditRecord.at > start,
             )
         )
         or 0
@@ -331,6 +356,25 @@ def complete_mfa(
     if active is None:
         raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
     user = active.user
+    policy = _throttle_policy()
+    if _recent_mfa_failures(session, user.username, utcnow() - policy.window) >= (
+        policy.max_failures_per_account
+    ):
+        # Checked before the code, so that even the right code is refused while locked: the
+        # answer tells a guesser nothing.
+        raise TooManyAttempts(
+            Message(
+                N_(
+                    "Too many wrong codes. Two-step sign-in for this account is locked for "
+                    "%(minutes)s minutes. Sign in again later; if this was not you, tell the "
+                    "administrator."
+                ),
+                minutes=int(policy.window.total_seconds() // 60),
+            ),
+            refusal=RefusalRecord(
+                action="auth.mfa_locked", entity_type="user", entity_id=user.username
+            ),
+        )
     code = code.strip().replace(" ", "")
     ok = _accept_totp(session, user, code)
     used_recovery = False
@@ -348,16 +392,14 @@ def complete_mfa(
     if not ok:
         raise InvalidCredentials(
             Message(N_("The code is not correct or has expired. Try the newest code.")),
-            refusal=RefusalRecord(
-                action="auth.mfa_failed", entity_type="user", entity_id=user.username
-            ),
+            refusal=RefusalRecord(action=MFA_FAILED, entity_type="user", entity_id=user.username),
         )
     end_session(session, token, "rotated")
     new_token, web_session = _open_session(session, user, source_ip, user_agent, mfa_passed=True)
     audit.record(
         session,
         actor_for(user, source_ip),
-        "auth.mfa_passed",
+        MFA_PASSED,
         entity_type="user",
         entity_id=user.username,
         detail={"recovery_code": str(used_recovery)},
