@@ -104,7 +104,7 @@ def test_passwords_codes_tokens_and_cookies_appear_in_no_log_and_no_audit_record
         secrets["TOTP secret"] = mfa_secret
         enrolled = client.post(
             "/account/mfa",
-            data={"code": pyotp.TOTP(mfa_secret).now()},
+            data={"password": PASSWORD, "code": pyotp.TOTP(mfa_secret).now()},
             headers={"X-CSRF-Token": csrf},
         )
         assert enrolled.status_code == 200, enrolled.text

@@ -119,9 +119,19 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
     assert page.status_code == 200 and "<svg" in page.text
     with factory() as s:
         secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
-    wrong = client.post("/account/mfa", data={"code": "000000"})
+    wrong = client.post("/account/mfa", data={"password": PASSWORD, "code": "000000"})
     assert wrong.status_code == 422
-    ok = client.post("/account/mfa", data={"code": pyotp.TOTP(secret).now()})
+    # ASVS 5.0 V7.5.1: a taken-over browser cannot tie the account to its own authenticator.
+    no_password = client.post(
+        "/account/mfa", data={"password": "not-my-password-123", "code": pyotp.TOTP(secret).now()}
+    )
+    assert no_password.status_code == 422
+    assert "The current password is not correct." in no_password.text
+    with factory() as s:
+        assert s.scalar(select(User.mfa_enabled).where(User.username == "medical-director")) is (
+            False
+        )
+    ok = client.post("/account/mfa", data={"password": PASSWORD, "code": pyotp.TOTP(secret).now()})
     assert ok.status_code == 200
     codes = [
         li.split("<li>")[1].split("</li>")[0]
@@ -250,7 +260,10 @@ def test_a_totp_code_signs_in_once_only(app, staff, factory):
     totp = pyotp.TOTP(secret)
     now = time.time()
     enrol_code = totp.at(now)
-    assert client.post("/account/mfa", data={"code": enrol_code}).status_code == 200
+    assert (
+        client.post("/account/mfa", data={"password": PASSWORD, "code": enrol_code}).status_code
+        == 200
+    )
 
     first = browser_client(app)
     _login(first, "medical-director", PASSWORD)
@@ -441,7 +454,9 @@ def test_turning_on_two_step_sign_in_signs_out_every_other_browser(app, staff, f
     with factory() as s:
         owner.get("/account/mfa")
         secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
-    turned_on = owner.post("/account/mfa", data={"code": pyotp.TOTP(secret).now()})
+    turned_on = owner.post(
+        "/account/mfa", data={"password": PASSWORD, "code": pyotp.TOTP(secret).now()}
+    )
     assert turned_on.status_code == 200, turned_on.text
     assert "Your other signed-in browsers were signed out." in turned_on.text
     assert intruder.get("/api/v1/me").status_code == 401
@@ -466,7 +481,10 @@ def test_wrong_second_step_codes_lock_two_step_sign_in_even_after_the_right_pass
         secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
     totp = pyotp.TOTP(secret)
     start = time.time()
-    assert owner.post("/account/mfa", data={"code": totp.at(start)}).status_code == 200
+    assert (
+        owner.post("/account/mfa", data={"password": PASSWORD, "code": totp.at(start)}).status_code
+        == 200
+    )
 
     guesser = browser_client(app)
     _login(guesser, "medical-director", PASSWORD)

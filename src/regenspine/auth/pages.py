@@ -229,11 +229,17 @@ def identity_user_has_mfa(request: Request) -> bool:
 
 
 @router.post("/account/mfa", response_class=HTMLResponse)
-def mfa_confirm(request: Request, db: Db, actor: AccountActor, code: FormStr = "") -> Response:
+def mfa_confirm(
+    request: Request, db: Db, actor: AccountActor, code: FormStr = "", password: FormStr = ""
+) -> Response:
     try:
         with refusable(db, actor):
             codes = service.confirm_mfa_enrolment(
-                db, actor, code, keep_session=request.state.identity.session_token
+                db,
+                actor,
+                code,
+                password=password,
+                keep_session=request.state.identity.session_token,
             )
     except InvalidInput as exc:
         enrolment = service.begin_mfa_enrolment(db, actor)

@@ -426,16 +426,21 @@ def begin_mfa_enrolment(session: Session, actor: Actor) -> MfaEnrolment:
 
 
 def confirm_mfa_enrolment(
-    session: Session, actor: Actor, code: str, *, keep_session: str | None = None
+    session: Session, actor: Actor, code: str, *, password: str, keep_session: str | None = None
 ) -> list[str]:
-    """Turns MFA on when the first code from the authenticator matches; returns recovery codes.
+    """Turns MFA on when the password, given again, is right and the first code from the
+    authenticator matches; returns recovery codes.
 
-    Every other browser signed in as the user is signed out (ASVS V7.4.3): a session opened
-    with a stolen password before MFA was turned on would otherwise outlive it. `keep_session`
-    is the cookie token of the browser making the change."""
+    The password is asked again (ASVS V7.5.1): someone who took over a signed-in browser must
+    not be able to tie the account to their own authenticator. Every other browser signed in
+    as the user is signed out (V7.4.3): a session opened with a stolen password before MFA was
+    turned on would otherwise outlive it. `keep_session` is the cookie token of the browser
+    making the change."""
     user = _user(session, actor.user_id)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
+    if not _password_matches(user.password_hash, password):
+        raise InvalidInput({"password": Message(N_("The current password is not correct."))})
     if not _accept_totp(session, user, code.strip().replace(" ", "")):
         raise InvalidInput(
             {"code": Message(N_("The code does not match. Scan the QR code again and retry."))}
