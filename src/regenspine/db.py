@@ -85,6 +85,19 @@ def _configure_sqlite(engine: Engine) -> None:
 SQLITE_CONNECT_ARGS = {"timeout": 15, "check_same_thread": False}
 
 
+def _reader_engine(engine: Engine, connect_args: dict[str, Any]) -> Engine:
+    """The readers' own pool for `engine`'s database: autocommit, and never waiting for a
+    connection (past READER_CONNECTIONS it opens another)."""
+    return create_engine(
+        engine.url,
+        pool_size=READER_CONNECTIONS,
+        max_overflow=-1,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        connect_args=connect_args,
+    )
+
+
 def _sqlite_readers(engine: Engine) -> Engine:
     """SQLite connections for read-only requests, apart from the writers' pool.
 
@@ -95,14 +108,7 @@ def _sqlite_readers(engine: Engine) -> Engine:
       chart) need no common snapshot.
     - Never waits for a connection, as the PostgreSQL readers (_readers).
     """
-    readers = create_engine(
-        engine.url,
-        pool_size=READER_CONNECTIONS,
-        max_overflow=-1,
-        isolation_level="AUTOCOMMIT",
-        hide_parameters=True,
-        connect_args=SQLITE_CONNECT_ARGS,
-    )
+    readers = _reader_engine(engine, SQLITE_CONNECT_ARGS)
 
     @event.listens_for(readers, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -256,13 +262,9 @@ def _readers(engine: Engine) -> Engine:
       TCP keepalives and a user timeout end a connection whose server no longer answers.
     """
     network = READER_NETWORK_TIMEOUT_S
-    readers = create_engine(
-        engine.url,
-        pool_size=READER_CONNECTIONS,
-        max_overflow=-1,
-        isolation_level="AUTOCOMMIT",
-        hide_parameters=True,
-        connect_args={
+    readers = _reader_engine(
+        engine,
+        {
             "connect_timeout": network // 2,
             "keepalives": 1,
             "keepalives_idle": network // 2,

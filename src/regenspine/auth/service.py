@@ -449,18 +449,26 @@ def confirm_mfa_enrolment(
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODE_COUNT)]
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     session.add_all(RecoveryCode(user_id=user.id, code_hash=sha256_hex(c)) for c in codes)
-    ended = end_open_sessions(
-        session, user.id, "mfa_enabled", keep=sha256_hex(keep_session) if keep_session else None
-    )
+    _sign_out_others_after(session, actor, user, "mfa_enabled", keep_session)
+    return codes
+
+
+def _sign_out_others_after(
+    session: Session, actor: Actor, user: User, change: str, keep_session: str | None
+) -> int:
+    """After a change of the user's credentials: ends every other session of theirs and
+    audits the change ("auth.<change>") with how many were ended."""
+    keep = sha256_hex(keep_session) if keep_session else None
+    ended = end_open_sessions(session, user.id, change, keep=keep)
     audit.record(
         session,
         actor,
-        "auth.mfa_enabled",
+        f"auth.{change}",
         entity_type="user",
         entity_id=user.username,
         detail={"other_sessions_ended": ended},
     )
-    return codes
+    return ended
 
 
 def mark_session_mfa_passed(web_session: WebSession) -> None:
@@ -484,21 +492,7 @@ def change_password(
         raise InvalidInput({"new_password": strength.problems[0]})
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
-    ended = end_open_sessions(
-        session,
-        user.id,
-        "password_changed",
-        keep=sha256_hex(keep_session) if keep_session else None,
-    )
-    audit.record(
-        session,
-        actor,
-        "auth.password_changed",
-        entity_type="user",
-        entity_id=user.username,
-        detail={"other_sessions_ended": ended},
-    )
-    return ended
+    return _sign_out_others_after(session, actor, user, "password_changed", keep_session)
 
 
 def end_open_sessions(session: Session, user_id: int, reason: str, keep: str | None = None) -> int:
