@@ -158,6 +158,15 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
     assert reused.status_code == 401
 
 
+def _enrolment_totp(client, factory, username: str = "medical-director") -> pyotp.TOTP:
+    """Opens the enrolment page (which draws the user's secret) and returns the authenticator
+    the user would scan."""
+    client.get("/account/mfa")
+    with factory() as s:
+        secret = s.scalar(select(User.mfa_secret).where(User.username == username))
+    return pyotp.TOTP(secret)
+
+
 def _csrf(client) -> str:
     page = client.get("/login/mfa")
     return page.text.split('name="csrf_token" value="')[1].split('"')[0]
@@ -254,10 +263,7 @@ def test_a_totp_code_signs_in_once_only(app, staff, factory):
     """ASVS 5.0 V6.5.1: a time-based code accepted once cannot be replayed within its window,
     not even the code used to turn two-step sign-in on; the next code works."""
     client = sign_in(app, "medical-director")
-    client.get("/account/mfa")
-    with factory() as s:
-        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
-    totp = pyotp.TOTP(secret)
+    totp = _enrolment_totp(client, factory)
     now = time.time()
     enrol_code = totp.at(now)
     assert (
@@ -451,12 +457,8 @@ def test_turning_on_two_step_sign_in_signs_out_every_other_browser(app, staff, f
     turned on does not outlive the change."""
     intruder = sign_in(app, "medical-director")
     owner = sign_in(app, "medical-director")
-    with factory() as s:
-        owner.get("/account/mfa")
-        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
-    turned_on = owner.post(
-        "/account/mfa", data={"password": PASSWORD, "code": pyotp.TOTP(secret).now()}
-    )
+    totp = _enrolment_totp(owner, factory)
+    turned_on = owner.post("/account/mfa", data={"password": PASSWORD, "code": totp.now()})
     assert turned_on.status_code == 200, turned_on.text
     assert "Your other signed-in browsers were signed out." in turned_on.text
     assert intruder.get("/api/v1/me").status_code == 401
@@ -476,10 +478,7 @@ def test_wrong_second_step_codes_lock_two_step_sign_in_even_after_the_right_pass
     refused, signing in with the password again does not reset the count, and after the
     window the right code works."""
     owner = sign_in(app, "medical-director")
-    owner.get("/account/mfa")
-    with factory() as s:
-        secret = s.scalar(select(User.mfa_secret).where(User.username == "medical-director"))
-    totp = pyotp.TOTP(secret)
+    totp = _enrolment_totp(owner, factory)
     start = time.time()
     assert (
         owner.post("/account/mfa", data={"password": PASSWORD, "code": totp.at(start)}).status_code

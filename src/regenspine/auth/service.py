@@ -104,42 +104,38 @@ def _lifetime() -> SessionLifetime:
     )
 
 
-def _recent_failures(session: Session, column: str, value: str, since: datetime) -> int:
+def _recent_failures(
+    session: Session,
+    column: str,
+    value: str,
+    since: datetime,
+    failed: str = LOGIN_FAILED,
+    succeeded: str = LOGIN_SUCCEEDED,
+) -> int:
+    """`failed` audit records for the account (or address) within the window, counted since
+    its last `succeeded` one. Second-step codes are counted from the last complete sign-in
+    (MFA_PASSED), not from a correct password (ASVS V6.3.1): whoever knows the password could
+    otherwise sign in again and again to guess codes without end."""
     col = AuditRecord.entity_id if column == "account" else AuditRecord.source_ip
     last_success = session.scalar(
-        select(func.max(AuditRecord.at)).where(AuditRecord.action == LOGIN_SUCCEEDED, col == value)
+        select(func.max(AuditRecord.at)).where(AuditRecord.action == succeeded, col == value)
     )
     start = max(since, last_success) if last_success else since
     return (
         session.scalar(
             select(func.count(AuditRecord.id)).where(
-                AuditRecord.action == LOGIN_FAILED, col == value, AuditRecord.at > start
+                AuditRecord.action == failed, col == value, AuditRecord.at > start
             )
         )
         or 0
     )
 
 
-def _recent_mfa_failures(session: Session, username: str, since: datetime) -> int:
-    """Wrong second-step codes for the account within the window, since its last complete
-    sign-in. A correct password does not reset the count (ASVS V6.3.1): whoever knows the
-    password could otherwise sign in again and again to guess codes without end."""
-    last_success = session.scalar(
-        select(func.max(AuditRecord.at)).where(
-            AuditRecord.action == MFA_PASSED, AuditRecord.entity_id == username
-        )
-    )
-    start = max(since, last_success) if last_success else since
-    return (
-        session.scalar(
-            select(func.count(AuditRecord.id)).where(
-                AuditRecord.action == MFA_FAILED,
-                AuditRecord.entity_id == username,
-                AuditRecord.at > start,
-            )
-        )
-        or 0
-    )
+def _require_password(user: User, password: str, field: str = "password") -> None:
+    """Re-authentication before a change to the account: the form's `field` says what is
+    wrong, and nothing is changed."""
+    if not _password_matches(user.password_hash, password):
+        raise InvalidInput({field: Message(N_("The current password is not correct."))})
 
 
 @dataclass(frozen=True)
@@ -357,9 +353,10 @@ def complete_mfa(
         raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
     user = active.user
     policy = _throttle_policy()
-    if _recent_mfa_failures(session, user.username, utcnow() - policy.window) >= (
-        policy.max_failures_per_account
-    ):
+    failures = _recent_failures(
+        session, "account", user.username, utcnow() - policy.window, MFA_FAILED, MFA_PASSED
+    )
+    if failures >= policy.max_failures_per_account:
         # Checked before the code, so that even the right code is refused while locked: the
         # answer tells a guesser nothing.
         raise TooManyAttempts(
@@ -439,8 +436,7 @@ def confirm_mfa_enrolment(
     user = _user(session, actor.user_id)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
-    if not _password_matches(user.password_hash, password):
-        raise InvalidInput({"password": Message(N_("The current password is not correct."))})
+    _require_password(user, password)
     if not _accept_totp(session, user, code.strip().replace(" ", "")):
         raise InvalidInput(
             {"code": Message(N_("The code does not match. Scan the QR code again and retry."))}
@@ -483,10 +479,7 @@ def change_password(
     `keep_session` is the cookie token of the browser making the change. Returns how many
     other sessions were ended."""
     user = _user(session, actor.user_id)
-    if not _password_matches(user.password_hash, current):
-        raise InvalidInput(
-            {"current_password": Message(N_("The current password is not correct."))}
-        )
+    _require_password(user, current, "current_password")
     strength = check_password(new, (user.username, *user.full_name.split()))
     if not strength.acceptable:
         raise InvalidInput({"new_password": strength.problems[0]})
@@ -564,8 +557,7 @@ def sign_out_other_sessions(
     their password (ASVS V7.5.2). The browser asking stays signed in. Returns how many
     sessions were ended."""
     user = _user(session, actor.user_id)
-    if not _password_matches(user.password_hash, password):
-        raise InvalidInput({"password": Message(N_("The current password is not correct."))})
+    _require_password(user, password)
     keep = sha256_hex(current_token) if current_token else None
     if which == ALL_OTHER_SESSIONS:
         ended = end_open_sessions(session, user.id, "signed_out_by_user", keep=keep)
