@@ -40,9 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "with a session cookie (browser) or `Authorization: Bearer <token>` (integrations). "
             "Errors are RFC 9457 problem+json with a reference id."
         ),
-        docs_url="/api/docs",
+        docs_url="/api/docs" if settings.api_docs_published else None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if settings.api_docs_published else None,
     )
     app.state.settings = settings
     app.state.session_factory = session_factory(settings.database_url)
@@ -85,11 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"], responses={503: {"description": "Database unreachable"}})
     def healthz(request: Request) -> JSONResponse:
+        """Readiness: the database answers. The version is told in development only: in
+        production it would tell a stranger which known weaknesses to try (ASVS V13.4.6)."""
         ok = database_is_reachable(request.app.state.session_factory)
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "database": ok, "version": __version__},
-            status_code=200 if ok else 503,
-        )
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "database": ok}
+        if not settings.is_production:
+            body["version"] = __version__
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

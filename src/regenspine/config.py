@@ -55,6 +55,17 @@ class Settings(BaseSettings):
 
     mfa_required_roles: tuple[str, ...] = ("admin", "doctor", "medical_director")
 
+    # The interactive API reference (/api/docs) and its OpenAPI document (/openapi.json).
+    # Unset: published in development, not in production, where they would hand a stranger a
+    # map of every endpoint (ASVS V13.4.5). The same document is in every development copy.
+    publish_api_docs: bool | None = None
+
+    @property
+    def api_docs_published(self) -> bool:
+        if self.publish_api_docs is None:
+            return not self.is_production
+        return self.publish_api_docs
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"

@@ -79,10 +79,12 @@ class InvalidInput(DomainError):
     status = 422
     title = "Some of the information is not valid"
 
-    def __init__(self, field_errors: Mapping[str, Message]) -> None:
+    def __init__(
+        self, field_errors: Mapping[str, Message], *, refusal: RefusalRecord | None = None
+    ) -> None:
         self.field_errors = dict(field_errors)
         first = next(iter(self.field_errors.values()), Message(N_("The input is not valid.")))
-        super().__init__(first)
+        super().__init__(first, refusal=refusal)
 
 
 class NotFound(DomainError):

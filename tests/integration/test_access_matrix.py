@@ -363,6 +363,10 @@ MATRIX: list[Case] = [
           "role": "nurse", "password": PASSWORD, "language": "pl"}}),
     C("POST", "/admin/users/{user_id}", USER_ADMINS, PAGE,
       body=form_body({"role": "nurse", "is_active": "yes"})),
+    C("POST", f"{A}/users/{{user_id}}/credential-resets", USER_ADMINS, API,
+      body=json_body({"what": "api_tokens", "reason": "Laptop with the token was stolen."})),
+    C("POST", "/admin/users/{user_id}/credentials", USER_ADMINS, PAGE,
+      body=form_body({"what": "api_tokens", "reason": "Laptop with the token was stolen."})),
     # --- catalogue ---------------------------------------------------------------------------
     C("GET", f"{A}/catalog/conditions", ALL, API),
     C("GET", f"{A}/catalog/conditions/{{code}}", ALL, API),

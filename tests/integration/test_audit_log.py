@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -148,3 +149,89 @@ def test_concurrent_appends_from_many_threads_never_fork_the_chain(factory):
         result = audit.verify(s)
     assert seqs == list(range(1, 41))
     assert result.intact, result.first_break
+
+
+def test_checking_the_chain_is_recorded_and_limited_per_account(app, staff, factory):
+    """ASVS V16.2.1 / V2.4.1: a check of the chain reads the whole log, so it is recorded
+    (who checked, and what they found) and an account may run it 5 times in 15 minutes;
+    the sixth is refused with 429 and recorded as refused, and another account may still
+    check."""
+    from regenspine.auth.permissions import Role
+    from tests.conftest import sign_in
+
+    _seed(factory, 3)
+    auditor = sign_in(app, staff.username(Role.AUDITOR))
+    answers = [auditor.get("/api/v1/audit/verify") for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    assert all(a.json()["intact"] for a in answers[:5])
+    assert "5 times in 15 minutes" in answers[5].json()["detail"]
+    assert (
+        sign_in(app, staff.username(Role.MEDICAL_DIRECTOR)).get("/api/v1/audit/verify").status_code
+        == 200
+    )
+    with factory() as s:
+        checks = s.scalars(
+            select(AuditRecord)
+            .where(AuditRecord.action == "audit.verify")
+            .order_by(AuditRecord.seq)
+        ).all()
+        assert audit.verify(s).intact
+    assert [(r.actor_username, r.outcome) for r in checks] == [
+        (staff.username(Role.AUDITOR), "success")
+    ] * 5 + [
+        (staff.username(Role.AUDITOR), "refused"),
+        (staff.username(Role.MEDICAL_DIRECTOR), "success"),
+    ]
+    found = [json.loads(r.detail) for r in checks]
+    # Each check says what it found: every record before its own.
+    assert [(f["intact"], f["records"]) for f in found[:5]] == [
+        (True, r.seq - 1) for r in checks[:5]
+    ]
+
+
+def test_an_export_is_the_log_as_it_stood_and_is_read_in_pages(factory, staff, monkeypatch):
+    """The CSV export streams the records up to the log's head when it was asked for, a page
+    at a time (memory stays flat for a log of millions of records): records appended while it
+    downloads are not in it, every record before is, in order, with hashes that re-check."""
+    from regenspine.audit.chain import GENESIS_HASH
+    from regenspine.db import DeferredWork, read_only_session
+
+    _seed(factory, 7)
+    auditor = staff.actor_by("auditor")
+    with unit_of_work(factory) as s:
+        export = audit.export_csv(s, auditor, audit.AuditFilter())
+    monkeypatch.setattr(audit, "EXPORT_PAGE_ROWS", 2)
+    pages: list[int] = []
+
+    def read():
+        pages.append(len(pages))
+        return read_only_session(factory, DeferredWork())
+
+    lines = audit.csv_lines(read, export)
+    header, first = next(lines), next(lines)
+    _seed(factory, 3)  # appended while the export downloads
+    rows = [first, *lines]
+    assert header.startswith("seq,at,actor_username")
+    seqs = [int(r.split(",")[0]) for r in rows]
+    assert seqs == list(range(1, export.upto_seq + 1))
+    assert len(pages) == export.upto_seq // 2 + 1  # pages of 2, the last one short
+    prev = GENESIS_HASH
+    for row in rows:
+        *_, prev_hash, digest = row.strip().split(",")
+        assert prev_hash == prev
+        prev = digest
+    with factory() as s:
+        assert s.scalar(select(func.max(AuditRecord.seq))) == export.upto_seq + 1 + 3
+
+
+def test_an_account_may_export_the_log_20_times_in_15_minutes(factory, staff):
+    from regenspine.errors import TooManyAttempts
+
+    auditor = staff.actor_by("auditor")
+    for _ in range(20):
+        with unit_of_work(factory) as s:
+            audit.export_csv(s, auditor, audit.AuditFilter(action="test."))
+    with pytest.raises(TooManyAttempts), unit_of_work(factory) as s:
+        audit.export_csv(s, auditor, audit.AuditFilter())
+    with unit_of_work(factory) as s:  # another account is not held up
+        audit.export_csv(s, staff.actor_by("medical_director"), audit.AuditFilter())

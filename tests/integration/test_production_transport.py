@@ -107,3 +107,31 @@ def test_in_development_the_clinic_works_over_plain_http(app, staff):
     )
     assert signed_in.status_code == 303
     assert client.get("/api/v1/me").status_code == 200  # the cookie came back over HTTP
+
+
+def test_in_production_the_api_map_and_the_version_are_not_published(
+    production_app, database_url, monkeypatch
+):
+    """ASVS V13.4.5 (API documentation is not public in production) and V13.4.6 (no version
+    of the software in answers): a stranger learns neither the endpoints nor which known
+    weaknesses to try. Development publishes both, and a clinic may choose to publish the
+    API reference in production with REGENSPINE_PUBLISH_API_DOCS."""
+    client = TestClient(production_app, base_url="https://127.0.0.1", raise_server_exceptions=False)
+    assert client.get("/openapi.json").status_code == 404
+    assert client.get("/api/docs").status_code == 404
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "database": True}
+
+    monkeypatch.setenv("REGENSPINE_PUBLISH_API_DOCS", "true")
+    get_settings.cache_clear()
+    published = TestClient(create_app(get_settings()), base_url="https://127.0.0.1")
+    assert published.get("/openapi.json").json()["info"]["title"] == "RegenSpine"
+
+    monkeypatch.setenv("REGENSPINE_ENV", "development")
+    monkeypatch.delenv("REGENSPINE_PUBLISH_API_DOCS")
+    get_settings.cache_clear()
+    development = browser_client(create_app(get_settings()))
+    assert development.get("/openapi.json").status_code == 200
+    assert development.get("/api/docs").status_code == 200
+    assert "version" in development.get("/healthz").json()

@@ -183,3 +183,63 @@ def test_serve_believes_forwarded_addresses_only_from_the_configured_proxies(
     assert result.exit_code != 0
     assert seen == {}
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def empty_database_url(database_url, tmp_path):
+    """A new, empty database of the same kind as `database_url`, for migration tests."""
+    from tests.conftest import _create_pg_database, _drop_pg_database
+
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'migrating.db'}"
+        return
+    url = _create_pg_database()
+    assert url is not None
+    try:
+        yield url
+    finally:
+        from regenspine.db import dispose_engines
+
+        dispose_engines()
+        _drop_pg_database(url)
+
+
+def test_tokens_made_without_an_expiry_expire_a_year_after_they_were_made(empty_database_url):
+    """The revision that makes every API token expire (ASVS V7.1.1) gives a token made before
+    it, without an expiry, the longest a new token may have: 366 days from when it was made."""
+    from datetime import UTC, datetime, timedelta
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from regenspine.cli import alembic_config
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0004_name_prefix_index")
+    made = datetime(2026, 1, 10, 8, 30, tzinfo=UTC)
+    engine = create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (username, full_name, role, password_hash, is_active, "
+                "mfa_enabled, language, created_at, password_changed_at) VALUES ('lab', 'Lab', "
+                "'nurse', 'x', true, false, 'en', :at, :at)"
+            ),
+            {"at": made.replace(tzinfo=None)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_tokens (user_id, name, token_hash, prefix, scopes, created_at) "
+                "SELECT id, 'old', :hash, 'rst_old', 'patient:read', :at FROM users"
+            ),
+            {"hash": "a" * 64, "at": made.replace(tzinfo=None)},
+        )
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        expires = conn.execute(text("SELECT expires_at FROM api_tokens")).scalar_one()
+    engine.dispose()
+    if isinstance(expires, str):  # SQLite hands back text
+        expires = datetime.fromisoformat(expires)
+    if expires.tzinfo is None:  # SQLite keeps UTC without the zone
+        expires = expires.replace(tzinfo=UTC)
+    assert expires == made + timedelta(days=366)

@@ -108,7 +108,7 @@ def test_passwords_codes_tokens_and_cookies_appear_in_no_log_and_no_audit_record
             headers={"X-CSRF-Token": csrf},
         )
         assert enrolled.status_code == 200, enrolled.text
-        codes = re.findall(r"<li>([0-9a-f]{10})</li>", enrolled.text)
+        codes = re.findall(r"<li>([a-z2-7]{4}(?:-[a-z2-7]{4}){5})</li>", enrolled.text)
         assert len(codes) == 10
         secrets |= {f"recovery code {i}": code for i, code in enumerate(codes)}
 

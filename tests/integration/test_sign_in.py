@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 
 from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
-from regenspine.auth.models import User, WebSession
+from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
 from regenspine.auth.permissions import Role
 from regenspine.db import utcnow
 from tests.conftest import PASSWORD, browser_client, sign_in, sign_in_client
@@ -133,12 +134,8 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
         )
     ok = client.post("/account/mfa", data={"password": PASSWORD, "code": pyotp.TOTP(secret).now()})
     assert ok.status_code == 200
-    codes = [
-        li.split("<li>")[1].split("</li>")[0]
-        for li in ok.text.split("\n")
-        if "<li>" in li and len(li.split("<li>")[1].split("</li>")[0]) == 10
-    ]
-    assert len(codes) >= 1
+    codes = _recovery_codes(ok.text)
+    assert len(codes) == 10 and len(set(codes)) == 10
 
     fresh = browser_client(app)
     assert _login(fresh, "medical-director", PASSWORD).headers["location"].startswith("/login/mfa")
@@ -146,8 +143,9 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
     assert fresh.get("/api/v1/me").status_code == 401
     bad = fresh.post("/login/mfa", data={"code": "123456", "csrf_token": _csrf(fresh)})
     assert bad.status_code == 401
+    typed = codes[0].upper().replace("-", " ")  # as read out or typed from the printout
     good = fresh.post(
-        "/login/mfa", data={"code": codes[0], "csrf_token": _csrf(fresh)}, follow_redirects=False
+        "/login/mfa", data={"code": typed, "csrf_token": _csrf(fresh)}, follow_redirects=False
     )
     assert good.status_code == 303
     assert fresh.get("/api/v1/me").status_code == 200
@@ -156,6 +154,14 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
     _login(again, "medical-director", PASSWORD)
     reused = again.post("/login/mfa", data={"code": codes[0], "csrf_token": _csrf(again)})
     assert reused.status_code == 401
+
+
+RECOVERY_CODE = re.compile(r"<li>([a-z2-7]{4}(?:-[a-z2-7]{4}){5})</li>")
+
+
+def _recovery_codes(page: str) -> list[str]:
+    """The recovery codes the page shows: 24 base32 characters (120 bits), in groups of 4."""
+    return RECOVERY_CODE.findall(page)
 
 
 def _enrolment_totp(client, factory, username: str = "medical-director") -> pyotp.TOTP:
@@ -323,6 +329,8 @@ def test_changing_the_password_signs_out_every_other_browser(app, staff, factory
     owner = sign_in(app, "nurse")
     colleague = sign_in(app, "coordinator")
     new_password = "a-quiet-lighthouse-by-the-fjord-7"
+    intruders_token = _bearer(app, _new_token(intruder))
+    colleagues_token = _bearer(app, _new_token(colleague))
 
     with factory() as s:
         hash_before = s.scalars(select(User.password_hash).where(User.username == "nurse")).one()
@@ -333,6 +341,7 @@ def test_changing_the_password_signs_out_every_other_browser(app, staff, factory
     assert refused.status_code == 422
     assert "The current password is not correct." in refused.text
     assert intruder.get("/api/v1/me").status_code == 200
+    assert intruders_token.get("/api/v1/me").status_code == 200
     with factory() as s:
         assert s.scalars(select(User.password_hash).where(User.username == "nurse")).one() == (
             hash_before
@@ -348,6 +357,9 @@ def test_changing_the_password_signs_out_every_other_browser(app, staff, factory
     assert other_device.get("/api/v1/me").status_code == 401
     assert owner.get("/api/v1/me").status_code == 200
     assert colleague.get("/api/v1/me").status_code == 200  # another user's sessions: untouched
+    # An API token made with the old password (by its owner, or by whoever had it) ends too.
+    assert intruders_token.get("/api/v1/me").status_code == 401
+    assert colleagues_token.get("/api/v1/me").status_code == 200
     assert _login(browser_client(app), "nurse", PASSWORD).status_code == 401
     assert _login(browser_client(app), "nurse", new_password).status_code == 303
 
@@ -359,7 +371,21 @@ def test_changing_the_password_signs_out_every_other_browser(app, staff, factory
             select(AuditRecord).where(AuditRecord.action == "auth.password_changed")
         ).one()
     assert len(ended) == 2
-    assert json.loads(record.detail)["other_sessions_ended"] == 2
+    assert json.loads(record.detail) == {"other_sessions_ended": 2, "api_tokens_revoked": 1}
+
+
+def _new_token(client, scopes: tuple[str, ...] = ("patient:read",), **extra) -> str:
+    created = client.post(
+        "/api/v1/tokens", json={"name": "integration", "scopes": list(scopes)} | extra
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["token"]
+
+
+def _bearer(app, secret: str):
+    api = browser_client(app)
+    api.headers["Authorization"] = f"Bearer {secret}"
+    return api
 
 
 FIREFOX_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -456,18 +482,20 @@ def test_turning_on_two_step_sign_in_signs_out_every_other_browser(app, staff, f
     """ASVS 5.0 V7.4.3: a session opened with a stolen password before two-step sign-in was
     turned on does not outlive the change."""
     intruder = sign_in(app, "medical-director")
+    intruders_token = _bearer(app, _new_token(intruder, ("audit:read",)))
     owner = sign_in(app, "medical-director")
     totp = _enrolment_totp(owner, factory)
     turned_on = owner.post("/account/mfa", data={"password": PASSWORD, "code": totp.now()})
     assert turned_on.status_code == 200, turned_on.text
     assert "Your other signed-in browsers were signed out." in turned_on.text
     assert intruder.get("/api/v1/me").status_code == 401
+    assert intruders_token.get("/api/v1/me").status_code == 401
     assert owner.get("/api/v1/me").status_code == 200
     with factory() as s:
         record = s.scalars(
             select(AuditRecord).where(AuditRecord.action == "auth.mfa_enabled")
         ).one()
-    assert json.loads(record.detail) == {"other_sessions_ended": 1}
+    assert json.loads(record.detail) == {"other_sessions_ended": 1, "api_tokens_revoked": 1}
 
 
 def test_wrong_second_step_codes_lock_two_step_sign_in_even_after_the_right_password(
@@ -519,3 +547,181 @@ def test_wrong_second_step_codes_lock_two_step_sign_in_even_after_the_right_pass
         ).all()
     assert actions.count("auth.mfa_failed") == 5
     assert actions.count("auth.mfa_locked") == 2
+
+
+def test_every_api_token_expires_within_a_year(app, staff, factory, monkeypatch):
+    """ASVS 5.0 V7.1.1 / V7.3.2: a token for a forgotten integration does not work for ever.
+    A token without an expiry, or with more than 366 days, is refused and none is made; the
+    default is 90 days; an expired token is refused and shown as expired."""
+    browser = sign_in(app, "coordinator")
+    for days, field in ((None, "days_valid"), (0, "days_valid"), (367, "days_valid")):
+        refused = browser.post(
+            "/api/v1/tokens", json={"name": "lab", "scopes": ["patient:read"], "days_valid": days}
+        )
+        assert refused.status_code == 422, (days, refused.text)
+        assert field in refused.text
+    page_refused = browser.post(
+        "/account/tokens", data={"name": "lab", "scopes": "patient:read", "days_valid": "400"}
+    )
+    assert page_refused.status_code == 422
+    assert "A token is valid for 1 to 366 days." in page_refused.text
+    with factory() as s:
+        assert s.scalar(select(func.count(ApiToken.id))) == 0
+
+    secret = _new_token(browser)
+    year = _new_token(browser, days_valid=366)
+    with factory() as s:
+        made = {t.prefix: t for t in s.scalars(select(ApiToken))}
+    default, longest = made[secret[:10]], made[year[:10]]
+    assert default.expires_at - default.created_at == timedelta(days=90)
+    assert longest.expires_at - longest.created_at == timedelta(days=366)
+
+    page_made = browser.post(
+        "/account/tokens", data={"name": "week", "scopes": "patient:read", "days_valid": "7"}
+    )
+    assert page_made.status_code == 200, page_made.text
+    with factory() as s:
+        week = s.scalars(select(ApiToken).where(ApiToken.name == "week")).one()
+    assert week.expires_at - week.created_at == timedelta(days=7)
+
+    api = _bearer(app, secret)
+    assert api.get("/api/v1/me").status_code == 200
+    later = utcnow() + timedelta(days=90, seconds=1)
+    monkeypatch.setattr(auth, "utcnow", lambda: later)
+    assert api.get("/api/v1/me").status_code == 401
+    assert _bearer(app, year).get("/api/v1/me").status_code == 200
+
+
+def test_wrong_passwords_on_re_authentication_forms_count_towards_the_sign_in_lock(
+    app, staff, factory
+):
+    """ASVS 5.0 V6.3.1: a taken-over browser is not a way to guess the password. Wrong
+    passwords on the forms that ask for it again (password change, signing out browsers,
+    turning on two-step sign-in) count like wrong ones on the sign-in page: after five the
+    account is locked, the right password is refused on the sign-in page and on the forms,
+    and nothing changes."""
+    owner = sign_in(app, "nurse")
+    other = sign_in(app, "nurse")
+    with factory() as s:
+        hash_before = s.scalars(select(User.password_hash).where(User.username == "nurse")).one()
+    new_password = "a-quiet-lighthouse-by-the-fjord-7"
+    attempts = [
+        ("/account/password", {"current_password": "guess-1-not-it", "new_password": new_password}),
+        ("/account/sessions", {"password": "guess-2-not-it", "session": "others"}),
+        ("/account/password", {"current_password": "guess-3-not-it", "new_password": new_password}),
+        ("/account/sessions", {"password": "guess-4-not-it", "session": "others"}),
+        ("/account/password", {"current_password": "guess-5-not-it", "new_password": new_password}),
+    ]
+    for path, data in attempts:
+        wrong = owner.post(path, data=data)
+        assert wrong.status_code == 422, wrong.text
+        assert "The current password is not correct." in wrong.text
+
+    assert _login(browser_client(app), "nurse", PASSWORD).status_code == 401
+    locked = owner.post(
+        "/account/password", data={"current_password": PASSWORD, "new_password": new_password}
+    )
+    assert locked.status_code == 422
+    assert "Too many wrong passwords. Try again in 15 minutes" in locked.text
+    assert other.get("/api/v1/me").status_code == 200  # nothing was signed out
+    with factory() as s:
+        assert s.scalars(select(User.password_hash).where(User.username == "nurse")).one() == (
+            hash_before
+        )
+        reasons = [
+            json.loads(r.detail)["reason"]
+            for r in s.scalars(
+                select(AuditRecord)
+                .where(AuditRecord.action == "auth.login_failed")
+                .order_by(AuditRecord.seq)
+            )
+        ]
+    assert reasons == ["wrong_password_again"] * 5 + ["locked", "locked"]
+
+
+def test_an_administrator_turns_off_a_lost_authenticator_with_a_reason_and_it_is_audited(
+    app, staff, factory
+):
+    """ASVS 5.0 V6.4.3 / V7.4.5: when someone loses their phone (or their account may be
+    taken over), an administrator turns off their two-step sign-in: every session of theirs
+    ends, every API token is revoked, the old recovery codes stop working, and the audit log
+    says who did it and why. Refused with nothing changed: no reason, the administrator's
+    own account, and an account without two-step sign-in."""
+    director = sign_in(app, "medical-director")
+    totp = _enrolment_totp(director, factory)
+    enrolled = director.post("/account/mfa", data={"password": PASSWORD, "code": totp.now()})
+    codes = _recovery_codes(enrolled.text)
+    token = _bearer(app, _new_token(director, ("audit:read",)))
+    with factory() as s:
+        director_id = s.scalars(select(User.id).where(User.username == "medical-director")).one()
+        admin_id = s.scalars(select(User.id).where(User.username == "admin")).one()
+        nurse_id = s.scalars(select(User.id).where(User.username == "nurse")).one()
+
+    admin = sign_in(app, "admin")
+    reason = "Lost phone; identity checked in person with her staff card."
+    short = admin.post(
+        f"/admin/users/{director_id}/credentials", data={"what": "two_step", "reason": "lost"}
+    )
+    assert short.status_code == 422 and "10 to 500 characters" in short.text
+    own = admin.post(
+        f"/admin/users/{admin_id}/credentials", data={"what": "two_step", "reason": reason}
+    )
+    assert own.status_code == 409 and "another administrator must do it" in own.text
+    off_already = admin.post(
+        f"/api/v1/users/{nurse_id}/credential-resets", json={"what": "two_step", "reason": reason}
+    )
+    assert off_already.status_code == 409
+    assert director.get("/api/v1/me").status_code == 200
+    assert token.get("/api/v1/me").status_code == 200
+
+    page = admin.get("/admin/users")
+    assert f'action="/admin/users/{director_id}/credentials"' in page.text
+    done = admin.post(
+        f"/admin/users/{director_id}/credentials", data={"what": "two_step", "reason": reason}
+    )
+    assert done.status_code == 200, done.text
+    assert "Browsers signed out: 1. API tokens revoked: 1." in done.text
+    assert "Two-step sign-in is off for this account" in done.text
+    assert director.get("/api/v1/me").status_code == 401
+    assert token.get("/api/v1/me").status_code == 401
+
+    fresh = browser_client(app)  # the password alone now signs in; no code is asked
+    assert _login(fresh, "medical-director", PASSWORD).headers["location"] == "/patients"
+    assert fresh.get("/api/v1/me").status_code == 200
+    with factory() as s:
+        user = s.get(User, director_id)
+        assert user.mfa_enabled is False and user.mfa_secret is None
+        assert s.scalar(select(func.count(RecoveryCode.id))) == 0
+        records = s.scalars(
+            select(AuditRecord).where(AuditRecord.action.like("user.reset_%"))
+        ).all()
+    assert codes and all(len(c) == 29 for c in codes)
+    assert [(r.action, r.actor_username, r.entity_id, r.outcome) for r in records] == [
+        ("user.reset_two_step", "admin", "medical-director", "success")
+    ]
+    assert json.loads(records[0].detail) == {
+        "reason": reason,
+        "sessions_ended": 1,
+        "api_tokens_revoked": 1,
+    }
+
+    # Revoking tokens alone leaves the person signed in.
+    nurse = sign_in(app, "nurse")
+    nurse_token = _bearer(app, _new_token(nurse))
+    revoked = admin.post(
+        f"/api/v1/users/{nurse_id}/credential-resets",
+        json={"what": "api_tokens", "reason": "Token was pasted into a public chat."},
+    )
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["api_tokens_revoked"] == 1 and revoked.json()["sessions_ended"] == 0
+    assert nurse_token.get("/api/v1/me").status_code == 401
+    assert nurse.get("/api/v1/me").status_code == 200
+    assert (
+        sign_in(app, "nurse")
+        .post(
+            f"/api/v1/users/{director_id}/credential-resets",
+            json={"what": "api_tokens", "reason": "Token was pasted into a public chat."},
+        )
+        .status_code
+        == 403
+    )

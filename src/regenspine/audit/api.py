@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from regenspine.audit import service
 from regenspine.audit.schemas import AuditPagePublic, AuditRecordPublic, ChainStatus
 from regenspine.auth.permissions import Permission
+from regenspine.db import DeferredWork, read_only_session
 from regenspine.web.openapi import ROW_ID_MAX, Responses, responses
 from regenspine.web.security import ApiActor, Db, requires
 
@@ -49,23 +49,32 @@ def records(
     )
 
 
-@router.get("/records.csv", responses=REFUSALS | CSV_RESPONSE, response_class=StreamingResponse)
-def records_csv(db: Db, actor: ApiActor, flt: Filter) -> StreamingResponse:
-    return csv_response(service.export_csv(db, actor, flt))
+@router.get(
+    "/records.csv",
+    responses=REFUSALS | CSV_RESPONSE | responses(429),
+    response_class=StreamingResponse,
+)
+def records_csv(request: Request, db: Db, actor: ApiActor, flt: Filter) -> StreamingResponse:
+    """The filtered log as CSV (at most 20 exports per account in 15 minutes)."""
+    return csv_response(request, service.export_csv(db, actor, flt))
 
 
-def csv_response(lines: Iterator[str]) -> StreamingResponse:
+def csv_response(request: Request, export: service.AuditExport) -> StreamingResponse:
+    """Streams an export allowed (and recorded) by the request's committed transaction; the
+    rows are read afterwards, page by page, on the read-only connections."""
+    factory = request.app.state.session_factory
     return StreamingResponse(
-        lines,
+        service.csv_lines(lambda: read_only_session(factory, DeferredWork()), export),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
     )
 
 
-@router.get("/verify", response_model=ChainStatus, responses=REFUSALS)
+@router.get("/verify", response_model=ChainStatus, responses=REFUSALS | responses(429))
 def verify(db: Db, actor: ApiActor) -> ChainStatus:
-    actor.require(Permission.AUDIT_READ)
-    result = service.verify(db)
+    """Checks the whole hash chain (at most 5 times per account in 15 minutes); the check is
+    itself recorded in the log."""
+    result = service.verify_for(db, actor)
     brk = result.first_break
     return ChainStatus(
         intact=result.intact,

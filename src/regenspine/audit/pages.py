@@ -100,5 +100,5 @@ def audit_log(
 
 
 @router.get("/audit/export.csv")
-def audit_export(db: Db, actor: PageActor, form: Form) -> StreamingResponse:
-    return csv_response(service.export_csv(db, actor, form.flt))
+def audit_export(request: Request, db: Db, actor: PageActor, form: Form) -> StreamingResponse:
+    return csv_response(request, service.export_csv(db, actor, form.flt))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -26,6 +26,7 @@ from regenspine.audit.models import AuditRecord
 from regenspine.auth.actor import Actor
 from regenspine.auth.permissions import Permission
 from regenspine.db import deferred_work, serialise_appends, utcnow
+from regenspine.errors import N_, Message, RefusalRecord, TooManyAttempts
 
 
 class Outcome(StrEnum):
@@ -156,6 +157,66 @@ def verify(session: Session) -> VerifyResult:
 
 
 @dataclass(frozen=True)
+class UseLimit:
+    """How often one account may run a costly use of the log: each reads the whole log (or a
+    large part of it), so without a limit one account could keep the database busy for
+    everyone (ASVS V2.4.1). Counted from the log itself, so every process and machine
+    serving the clinic shares the count."""
+
+    action: str
+    times: int
+    window: timedelta
+
+
+VERIFY_LIMIT = UseLimit("audit.verify", times=5, window=timedelta(minutes=15))
+EXPORT_LIMIT = UseLimit("audit.export", times=20, window=timedelta(minutes=15))
+
+
+def _within_limit(session: Session, actor: Actor, limit: UseLimit) -> None:
+    since = utcnow() - limit.window
+    used = session.scalar(
+        select(func.count(AuditRecord.id)).where(
+            AuditRecord.action == limit.action,
+            AuditRecord.actor_user_id == actor.user_id,
+            AuditRecord.outcome == Outcome.SUCCESS,
+            AuditRecord.at > since,
+        )
+    )
+    if (used or 0) >= limit.times:
+        raise TooManyAttempts(
+            Message(
+                N_(
+                    "This can be done %(times)s times in %(minutes)s minutes, and that many "
+                    "have been done. Try again later."
+                ),
+                times=limit.times,
+                minutes=int(limit.window.total_seconds() // 60),
+            ),
+            refusal=RefusalRecord(
+                action=limit.action, entity_type="audit_log", detail={"reason": "rate_limited"}
+            ),
+        )
+
+
+def verify_for(session: Session, actor: Actor) -> VerifyResult:
+    """An auditor's check of the whole chain, itself recorded in the log (after the records it
+    checked) with its result."""
+    actor.require(Permission.AUDIT_READ)
+    _within_limit(session, actor, VERIFY_LIMIT)
+    result = verify(session)
+    brk = result.first_break
+    record(
+        session,
+        actor,
+        VERIFY_LIMIT.action,
+        entity_type="audit_log",
+        detail={"intact": result.intact, "records": result.records}
+        | ({"first_break_seq": brk.seq} if brk else {}),
+    )
+    return result
+
+
+@dataclass(frozen=True)
 class AuditFilter:
     patient_id: int | None = None
     username: str | None = None
@@ -230,32 +291,66 @@ CSV_COLUMNS = [
 ]
 
 
-def export_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]:
-    """CSV of the filtered log, oldest first, with hashes so a reader can re-check the chain."""
+# Rows read per statement while an export streams: each page is a short read of its own.
+EXPORT_PAGE_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """An export the auditor was allowed, and the log as it stood then: the records up to
+    `upto_seq`. The log is append-only, so reading them later, page by page, gives exactly
+    that snapshot however long the download takes."""
+
+    flt: AuditFilter
+    upto_seq: int
+
+
+def export_csv(session: Session, actor: Actor, flt: AuditFilter) -> AuditExport:
+    """Allows and records an export of the filtered log; `csv_lines` then reads it."""
     actor.require(Permission.AUDIT_EXPORT)
+    _within_limit(session, actor, EXPORT_LIMIT)
+    upto = session.scalar(select(func.max(AuditRecord.seq))) or 0
     record(
         session,
         actor,
-        "audit.export",
+        EXPORT_LIMIT.action,
         entity_type="audit_log",
-        detail={k: v for k, v in vars(flt).items() if v is not None},
+        detail={k: v for k, v in vars(flt).items() if v is not None} | {"upto_seq": upto},
     )
-    rows = session.scalars(_filtered(select(AuditRecord), flt).order_by(AuditRecord.seq)).all()
-    return _csv_lines(rows)
+    return AuditExport(flt, upto)
 
 
-def _csv_lines(rows: Sequence[AuditRecord]) -> Iterator[str]:
+def csv_lines(read: Callable[[], Session], export: AuditExport) -> Iterator[str]:
+    """The export as CSV lines, oldest first, with the hashes so a reader can re-check the
+    chain. Rows are read EXPORT_PAGE_ROWS at a time, each page in a short read-only session
+    from `read`, so memory stays flat and no transaction stays open for the download."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
-    for row in rows:
+
+    def line(values: Sequence[Any]) -> str:
         buffer.seek(0)
         buffer.truncate()
-        values = [getattr(row, c) for c in CSV_COLUMNS]
-        values[1] = row.at.isoformat()
-        writer.writerow(["" if v is None else _csv_safe(str(v)) for v in values])
-        yield buffer.getvalue()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(CSV_COLUMNS)
+    columns = [getattr(AuditRecord, c) for c in CSV_COLUMNS]
+    after = 0
+    while True:
+        with read() as session:
+            rows = session.execute(
+                _filtered(select(*columns), export.flt)
+                .where(AuditRecord.seq > after, AuditRecord.seq <= export.upto_seq)
+                .order_by(AuditRecord.seq)
+                .limit(EXPORT_PAGE_ROWS)
+            ).all()
+        for row in rows:
+            values = list(row)
+            values[1] = row.at.isoformat()
+            yield line(["" if v is None else _csv_safe(str(v)) for v in values])
+        if len(rows) < EXPORT_PAGE_ROWS:
+            return
+        after = rows[-1].seq
 
 
 def _csv_safe(value: str) -> str:

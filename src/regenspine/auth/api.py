@@ -9,6 +9,8 @@ from regenspine.auth.schemas import (
     ApiTokenCreate,
     ApiTokenCreated,
     ApiTokenPublic,
+    CredentialResetDone,
+    CredentialResetRequest,
     Me,
     UserCreate,
     UserPublic,
@@ -71,6 +73,24 @@ def update_user(user_id: RowId, body: UserUpdate, db: Db, actor: ApiActor) -> Us
         db, actor, user_id, role=body.role.value if body.role else None, is_active=body.is_active
     )
     return UserPublic.model_validate(user)
+
+
+@router.post(
+    "/users/{user_id}/credential-resets",
+    response_model=CredentialResetDone,
+    responses=REFUSALS | responses(404, 409, 422),
+)
+def reset_credentials(
+    user_id: RowId, body: CredentialResetRequest, db: Db, actor: ApiActor
+) -> CredentialResetDone:
+    """Turns off another user's two-step sign-in (ending their sessions and revoking their
+    API tokens) or revokes their API tokens; the reason is recorded in the audit log."""
+    done = service.reset_credentials(db, actor, user_id, body.what, body.reason)
+    return CredentialResetDone(
+        user=UserPublic.model_validate(done.user),
+        sessions_ended=done.sessions_ended,
+        api_tokens_revoked=done.api_tokens_revoked,
+    )
 
 
 @router.get("/tokens", response_model=list[ApiTokenPublic], responses=REFUSALS)

@@ -11,9 +11,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from regenspine.auth import service
 from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
 from regenspine.auth.rules import check_password
+from regenspine.db import utcnow
 from regenspine.errors import DomainError, InvalidInput
 from regenspine.i18n import LANGUAGE_COOKIE, LANGUAGES
 from regenspine.web.boundary import client_ip, refusable, request_actor
+from regenspine.web.openapi import RowId
 from regenspine.web.security import (
     SESSION_COOKIE,
     AccountActor,
@@ -154,7 +156,7 @@ def _account(request: Request, db: Db, actor: AccountActor, **extra: object) -> 
     return render(
         request,
         "auth/account.html",
-        {"tokens": tokens, "scopes": scopes, "browsers": browsers} | extra,
+        {"tokens": tokens, "scopes": scopes, "browsers": browsers, "now": utcnow()} | extra,
         status=status,
     )
 
@@ -258,11 +260,13 @@ def create_token(
     db: Db,
     actor: AccountActor,
     name: FormStr = "",
+    days_valid: FormStr = "",
 ) -> Response:
     scopes = [s for s in _form_list(request, "scopes")]
+    days = int(days_valid) if days_valid.strip().isdigit() and len(days_valid) < 5 else 0
     try:
         with refusable(db, actor):
-            token, secret = service.create_api_token(db, actor, name, scopes)
+            token, secret = service.create_api_token(db, actor, name, scopes, days)
     except InvalidInput as exc:
         return _account(request, db, actor, token_errors=exc.field_errors, status=422)
     return _account(request, db, actor, new_token=secret)
@@ -350,3 +354,29 @@ def update_user(
     except DomainError as exc:
         return _users_page(request, db, actor, update_error=exc.message, status=exc.status)
     return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/credentials", response_class=HTMLResponse)
+def reset_credentials(
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    user_id: RowId,
+    what: FormStr = "",
+    reason: FormStr = "",
+) -> Response:
+    """Resets another user's two-step sign-in or revokes their API tokens, with a reason."""
+    try:
+        with refusable(db, actor):
+            done = service.reset_credentials(db, actor, user_id, what, reason)
+    except DomainError as exc:
+        return _users_page(
+            request,
+            db,
+            actor,
+            update_error=exc.message,
+            reset_for=user_id,
+            reset_reason=reason,
+            status=exc.status,
+        )
+    return _users_page(request, db, actor, reset_done=done, reset_what=what)

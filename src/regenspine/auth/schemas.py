@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +26,14 @@ class UserCreate(Strict):
 class UserUpdate(Strict):
     role: Role | None = None
     is_active: bool | None = None
+
+
+class CredentialResetRequest(Strict):
+    what: Literal["two_step", "api_tokens"] = Field(
+        description="two_step: turn off two-step sign-in, end every session and revoke every "
+        "API token; api_tokens: revoke every API token."
+    )
+    reason: str = Field(min_length=1, max_length=500, description="Recorded in the audit log.")
 
 
 class UserPublic(BaseModel):
@@ -53,7 +62,9 @@ class Me(BaseModel):
 class ApiTokenCreate(Strict):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1, max_length=20)
-    days_valid: int | None = Field(default=90, ge=1, le=366)
+    days_valid: int = Field(
+        default=90, ge=1, le=366, description="Every token expires; at most after 366 days."
+    )
 
 
 class ApiTokenPublic(BaseModel):
@@ -64,9 +75,15 @@ class ApiTokenPublic(BaseModel):
     prefix: str
     scopes: str
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+class CredentialResetDone(BaseModel):
+    user: UserPublic
+    sessions_ended: int
+    api_tokens_revoked: int
 
 
 class ApiTokenCreated(ApiTokenPublic):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -131,11 +133,46 @@ def _recent_failures(
     )
 
 
-def _require_password(user: User, password: str, field: str = "password") -> None:
+def _require_password(
+    session: Session, actor: Actor, user: User, password: str, field: str = "password"
+) -> None:
     """Re-authentication before a change to the account: the form's `field` says what is
-    wrong, and nothing is changed."""
-    if not _password_matches(user.password_hash, password):
-        raise InvalidInput({field: Message(N_("The current password is not correct."))})
+    wrong, and nothing is changed. A wrong password here counts towards the sign-in lock like
+    one on the sign-in page (ASVS V6.3.1), and while the account is locked even the right one
+    is refused: a hijacked browser must not become a way to guess the password."""
+    policy = _throttle_policy()
+    since = utcnow() - policy.window
+    if sign_in_locked(
+        _recent_failures(session, "account", user.username, since),
+        _recent_failures(session, "ip", actor.source_ip, since),
+        policy,
+    ):
+        reason, message = (
+            "locked",
+            Message(
+                N_(
+                    "Too many wrong passwords. Try again in %(minutes)s minutes; if this was not "
+                    "you, tell the administrator."
+                ),
+                minutes=int(policy.window.total_seconds() // 60),
+            ),
+        )
+    elif not _password_matches(user.password_hash, password):
+        reason, message = (
+            "wrong_password_again",
+            Message(N_("The current password is not correct.")),
+        )
+    else:
+        return
+    raise InvalidInput(
+        {field: message},
+        refusal=RefusalRecord(
+            action=LOGIN_FAILED,
+            entity_type="user",
+            entity_id=user.username,
+            detail={"reason": reason},
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -373,13 +410,13 @@ def complete_mfa(
             ),
         )
     code = code.strip().replace(" ", "")
-    ok = _accept_totp(session, user, code)
+    ok = _accept_totp(session, user, code)  # digits only: a recovery code never matches
     used_recovery = False
     if not ok:
         recovery = session.scalar(
             select(RecoveryCode).where(
                 RecoveryCode.user_id == user.id,
-                RecoveryCode.code_hash == sha256_hex(code.lower()),
+                RecoveryCode.code_hash == recovery_code_hash(code),
                 RecoveryCode.used_at.is_(None),
             )
         )
@@ -436,35 +473,69 @@ def confirm_mfa_enrolment(
     user = _user(session, actor.user_id)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
-    _require_password(user, password)
+    _require_password(session, actor, user, password)
     if not _accept_totp(session, user, code.strip().replace(" ", "")):
         raise InvalidInput(
             {"code": Message(N_("The code does not match. Scan the QR code again and retry."))}
         )
     user.mfa_enabled = True
-    codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODE_COUNT)]
+    codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    session.add_all(RecoveryCode(user_id=user.id, code_hash=sha256_hex(c)) for c in codes)
-    _sign_out_others_after(session, actor, user, "mfa_enabled", keep_session)
+    session.add_all(RecoveryCode(user_id=user.id, code_hash=recovery_code_hash(c)) for c in codes)
+    _after_credential_change(session, actor, user, "mfa_enabled", keep_session)
     return codes
 
 
-def _sign_out_others_after(
+# 15 random bytes: 120 bits, above the 112 that ASVS V6.5.2 asks of a lookup secret kept as a
+# plain hash (a slow hash would add nothing to a secret that cannot be guessed).
+RECOVERY_CODE_BYTES = 15
+
+
+def new_recovery_code() -> str:
+    """A one-time recovery code to print or write down: 24 letters and digits from the base32
+    alphabet (no 0, 1, 8 or 9 to misread), in groups of four."""
+    raw = base64.b32encode(secrets.token_bytes(RECOVERY_CODE_BYTES)).decode().lower()
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+def recovery_code_hash(code: str) -> str:
+    """The stored form of a recovery code, as typed: case, spaces and dashes do not matter."""
+    return sha256_hex(code.strip().lower().replace(" ", "").replace("-", ""))
+
+
+def _after_credential_change(
     session: Session, actor: Actor, user: User, change: str, keep_session: str | None
 ) -> int:
     """After a change of the user's credentials: ends every other session of theirs and
-    audits the change ("auth.<change>") with how many were ended."""
+    revokes their API tokens (ASVS V7.4.3: what was opened with the old credentials must not
+    outlive them), and audits the change ("auth.<change>") with how many of each ended.
+    Returns how many sessions were ended."""
     keep = sha256_hex(keep_session) if keep_session else None
     ended = end_open_sessions(session, user.id, change, keep=keep)
+    revoked = revoke_all_api_tokens(session, user.id)
     audit.record(
         session,
         actor,
         f"auth.{change}",
         entity_type="user",
         entity_id=user.username,
-        detail={"other_sessions_ended": ended},
+        detail={"other_sessions_ended": ended, "api_tokens_revoked": revoked},
     )
     return ended
+
+
+def revoke_all_api_tokens(session: Session, user_id: int) -> int:
+    """Revokes every API token of the user still in force; returns how many."""
+    now = utcnow()
+    revoked = 0
+    for token in session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None), ApiToken.expires_at > now
+        )
+    ):
+        token.revoked_at = now
+        revoked += 1
+    return revoked
 
 
 def mark_session_mfa_passed(web_session: WebSession) -> None:
@@ -479,13 +550,13 @@ def change_password(
     `keep_session` is the cookie token of the browser making the change. Returns how many
     other sessions were ended."""
     user = _user(session, actor.user_id)
-    _require_password(user, current, "current_password")
+    _require_password(session, actor, user, current, "current_password")
     strength = check_password(new, (user.username, *user.full_name.split()))
     if not strength.acceptable:
         raise InvalidInput({"new_password": strength.problems[0]})
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
-    return _sign_out_others_after(session, actor, user, "password_changed", keep_session)
+    return _after_credential_change(session, actor, user, "password_changed", keep_session)
 
 
 def end_open_sessions(session: Session, user_id: int, reason: str, keep: str | None = None) -> int:
@@ -557,7 +628,7 @@ def sign_out_other_sessions(
     their password (ASVS V7.5.2). The browser asking stays signed in. Returns how many
     sessions were ended."""
     user = _user(session, actor.user_id)
-    _require_password(user, password)
+    _require_password(session, actor, user, password)
     keep = sha256_hex(current_token) if current_token else None
     if which == ALL_OTHER_SESSIONS:
         ended = end_open_sessions(session, user.id, "signed_out_by_user", keep=keep)
@@ -703,13 +774,89 @@ def update_user(
     return user
 
 
+class CredentialReset(StrEnum):
+    """What an administrator can take away from another account when it may be compromised
+    or its owner has lost their authenticator (ASVS V6.4.3, V7.4.5)."""
+
+    TWO_STEP = "two_step"  # two-step sign-in off, every session ended, every token revoked
+    API_TOKENS = "api_tokens"  # every API token revoked
+
+
+@dataclass(frozen=True)
+class CredentialResetResult:
+    user: User
+    sessions_ended: int
+    api_tokens_revoked: int
+
+
+def reset_credentials(
+    session: Session, actor: Actor, user_id: int, what: str, reason: str
+) -> CredentialResetResult:
+    """An administrator's reset of another user's two-step sign-in or API tokens, with the
+    reason recorded in the audit log. After a two-step reset the user signs in with their
+    password alone, and sets up a new authenticator (the old recovery codes no longer work);
+    where two-step sign-in is required for their role, they are asked to at once."""
+    actor.require(Permission.USER_MANAGE)
+    user = _user(session, user_id)
+    errors: dict[str, Message] = {}
+    if what not in {c.value for c in CredentialReset}:
+        errors["what"] = Message(N_("Choose what to reset: two-step sign-in or API tokens."))
+    reason = " ".join(reason.split())
+    if not (10 <= len(reason) <= 500):
+        errors["reason"] = Message(
+            N_(
+                "Give the reason in 10 to 500 characters, e.g. how the person's identity was "
+                "checked."
+            )
+        )
+    if errors:
+        raise InvalidInput(errors)
+    if user.id == actor.user_id:
+        raise Conflict(
+            Message(
+                N_(
+                    "You cannot reset your own sign-in here; another administrator must do it. "
+                    "Your own API tokens are on My account."
+                )
+            )
+        )
+    ended = 0
+    if what == CredentialReset.TWO_STEP:
+        if not user.mfa_enabled:
+            raise Conflict(Message(N_("Two-step sign-in is not turned on for this account.")))
+        user.mfa_enabled = False
+        user.mfa_secret = None
+        user.mfa_last_step = None
+        session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        ended = end_open_sessions(session, user.id, "two_step_reset")
+    revoked = revoke_all_api_tokens(session, user.id)
+    audit.record(
+        session,
+        actor,
+        f"user.reset_{what}",
+        entity_type="user",
+        entity_id=user.username,
+        detail={"reason": reason, "sessions_ended": ended, "api_tokens_revoked": revoked},
+    )
+    return CredentialResetResult(user, ended, revoked)
+
+
 # --- API tokens ---------------------------------------------------------------------------
 
 
+TOKEN_DAYS_DEFAULT = 90
+TOKEN_DAYS_MAX = 366
+
+
 def create_api_token(
-    session: Session, actor: Actor, name: str, scopes: list[str], days_valid: int | None = 90
+    session: Session,
+    actor: Actor,
+    name: str,
+    scopes: list[str],
+    days_valid: int = TOKEN_DAYS_DEFAULT,
 ) -> tuple[ApiToken, str]:
-    """Returns the stored token and, once only, its secret value."""
+    """Returns the stored token and, once only, its secret value. Every token expires, within
+    a year at most (ASVS V7.1.1): a forgotten integration's token must not work for ever."""
     if actor.via_token:
         raise DomainError(Message(N_("API tokens cannot create other API tokens.")))
     user = _user(session, actor.user_id)
@@ -724,7 +871,7 @@ def create_api_token(
             N_("Choose one or more scopes your role has: %(allowed)s."),
             allowed=", ".join(sorted(allowed)),
         )
-    if days_valid is not None and not (1 <= days_valid <= 366):
+    if not (1 <= days_valid <= TOKEN_DAYS_MAX):
         errors["days_valid"] = Message(N_("A token is valid for 1 to 366 days."))
     if errors:
         raise InvalidInput(errors)
@@ -737,7 +884,7 @@ def create_api_token(
         prefix=secret[:10],
         scopes=" ".join(sorted(set(scopes))),
         created_at=now,
-        expires_at=now + timedelta(days=days_valid) if days_valid else None,
+        expires_at=now + timedelta(days=days_valid),
     )
     session.add(token)
     session.flush()
@@ -747,7 +894,7 @@ def create_api_token(
         "api_token.create",
         entity_type="api_token",
         entity_id=token.id,
-        detail={"scopes": token.scopes},
+        detail={"scopes": token.scopes, "days_valid": days_valid},
     )
     return token, secret
 
@@ -813,7 +960,7 @@ def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | 
     now = utcnow()
     if found.revoked_at is not None:
         return None
-    if found.expires_at is not None and found.expires_at <= now:
+    if found.expires_at <= now:
         return None
     if not found.is_active:
         return None

@@ -23,6 +23,7 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflicts with the current state (e.g. a possible duplicate or a newer version)",
     422: "Invalid data; `errors` names each field and what is wrong",
+    429: "Done too often; try again later",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
