@@ -94,6 +94,23 @@ def database_url(
         _drop_pg_database(url)
 
 
+@pytest.fixture
+def empty_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database of the same kind as `database_url` (restores, migrations)."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = _create_pg_database()
+    if url is None:
+        skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
+        return
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        _drop_pg_database(url)
+
+
 def _wipe(factory: sessionmaker[Session]) -> None:
     with factory() as session:
         if session.get_bind().dialect.name == "postgresql":

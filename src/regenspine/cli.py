@@ -37,6 +37,8 @@ privacy_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
+mail_app = typer.Typer(help="Outgoing e-mail (notices to staff).", no_args_is_help=True)
+app.add_typer(mail_app, name="mail")
 console = Console()
 err = Console(stderr=True)
 
@@ -230,6 +232,28 @@ def audit_verify() -> None:
     err.print(f"[red]Audit chain BROKEN at record {brk.seq}[/red] ({brk.kind}): {brk.explanation}")
     err.print(f"Last good head hash: {result.head_hash}")
     raise typer.Exit(1)
+
+
+@mail_app.command("deliver")
+def mail_deliver(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most messages to send.")] = 100,
+) -> None:
+    """Send the queued e-mail that is due (run it every minute from cron or a systemd timer).
+    Exit 1 when a message could not be sent: it stays queued and is tried again later."""
+    from regenspine.mail import service as mail
+
+    settings = get_settings()
+    report = mail.deliver_pending(session_factory(settings.database_url), settings, limit=limit)
+    console.print(
+        f"Sent {report.sent}, failed {report.failed}; {report.waiting} waiting, "
+        f"{report.given_up} given up after {mail.MAX_ATTEMPTS} attempts."
+    )
+    if report.failed:
+        err.print(
+            f"[red]{report.failed} message(s) could not be sent[/red] to "
+            f"{settings.smtp_host}:{settings.smtp_port}; they will be tried again."
+        )
+        raise typer.Exit(1)
 
 
 # --- patients' data rights ------------------------------------------------------------------

@@ -6,6 +6,7 @@ from regenspine.consultations.models import Consultation
 from regenspine.db import Base
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
 from regenspine.episodes.models import Consent, Episode, EpisodeEvent
+from regenspine.mail.models import OutboxMessage
 from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
 from regenspine.sequences import Counter
 
@@ -19,6 +20,7 @@ __all__ = [
     "EligibilityDecision",
     "Episode",
     "EpisodeEvent",
+    "OutboxMessage",
     "RedFlagScreening",
     "Counter",
     "Patient",

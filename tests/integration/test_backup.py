@@ -11,10 +11,10 @@ from regenspine.audit import service as audit
 from regenspine.auth.permissions import Role
 from regenspine.backup import restore
 from regenspine.config import get_settings
-from regenspine.db import Base, dispose_engines, session_factory, unit_of_work
+from regenspine.db import Base, session_factory, unit_of_work
 from regenspine.errors import Conflict
 from regenspine.patients import service as patients
-from tests.conftest import _create_pg_database, _drop_pg_database, skip_or_fail, valid_patient
+from tests.conftest import valid_patient
 
 
 def _counts_and_head(url: str) -> tuple[dict[str, int], str, bool]:
@@ -30,21 +30,8 @@ def _counts_and_head(url: str) -> tuple[dict[str, int], str, bool]:
     return counts, result.head_hash, result.intact
 
 
-@pytest.fixture
-def fresh_url(database_url, tmp_path):
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'restored.db'}"
-        return
-    url = _create_pg_database()
-    if url is None:
-        skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
-    yield url
-    dispose_engines()
-    _drop_pg_database(url)
-
-
 def test_a_backup_restored_into_a_fresh_database_has_the_same_records_and_audit_head(
-    factory, staff, database_url, fresh_url, tmp_path, monkeypatch
+    factory, staff, database_url, empty_database_url, tmp_path, monkeypatch
 ):
     from regenspine.cli import app as cli
 
@@ -69,14 +56,14 @@ def test_a_backup_restored_into_a_fresh_database_has_the_same_records_and_audit_
     try:
         made = runner.invoke(cli, ["backup", "--out", str(out)])
         assert made.exit_code == 0, made.output
-        monkeypatch.setenv("REGENSPINE_DATABASE_URL", fresh_url)
+        monkeypatch.setenv("REGENSPINE_DATABASE_URL", empty_database_url)
         get_settings.cache_clear()
         restored = runner.invoke(cli, ["restore", str(out)])
         assert restored.exit_code == 0, restored.output
         verified = runner.invoke(cli, ["audit", "verify"])
     finally:
         get_settings.cache_clear()
-    after = _counts_and_head(fresh_url)
+    after = _counts_and_head(empty_database_url)
     assert after == before
     assert after[0]["patients"] == 3 and after[2] is True
     assert before[1] in verified.output

@@ -185,25 +185,6 @@ def test_serve_believes_forwarded_addresses_only_from_the_configured_proxies(
     get_settings.cache_clear()
 
 
-@pytest.fixture
-def empty_database_url(database_url, tmp_path):
-    """A new, empty database of the same kind as `database_url`, for migration tests."""
-    from tests.conftest import _create_pg_database, _drop_pg_database
-
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'migrating.db'}"
-        return
-    url = _create_pg_database()
-    assert url is not None
-    try:
-        yield url
-    finally:
-        from regenspine.db import dispose_engines
-
-        dispose_engines()
-        _drop_pg_database(url)
-
-
 def test_tokens_made_without_an_expiry_expire_a_year_after_they_were_made(empty_database_url):
     """The revision that makes every API token expire (ASVS V7.1.1) gives a token made before
     it, without an expiry, the longest a new token may have: 366 days from when it was made."""

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
 from regenspine.audit.models import AuditRecord
+from regenspine.auth import notices
 from regenspine.auth.actor import Actor
 from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
 from regenspine.auth.permissions import ROLE_PERMISSIONS, Permission, Role
@@ -521,6 +522,7 @@ def _after_credential_change(
         entity_id=user.username,
         detail={"other_sessions_ended": ended, "api_tokens_revoked": revoked},
     )
+    notices.notify(session, user, change)
     return ended
 
 
@@ -838,6 +840,7 @@ def reset_credentials(
         entity_id=user.username,
         detail={"reason": reason, "sessions_ended": ended, "api_tokens_revoked": revoked},
     )
+    notices.notify(session, user, f"reset_{what}", admin=actor.full_name, reason=reason)
     return CredentialResetResult(user, ended, revoked)
 
 

@@ -1,0 +1,1 @@
+"""Outgoing e-mail: queued in the database with the change it reports, delivered afterwards."""
