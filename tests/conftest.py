@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,45 +71,50 @@ def _drop_pg_database(url: str) -> None:
     admin.dispose()
 
 
+@contextmanager
+def new_database(kind: str, sqlite_file: Path) -> Iterator[str]:
+    """The URL of a new, empty database: `sqlite_file` on SQLite, or a PostgreSQL database of
+    its own, dropped afterwards (skipped, or failed under REGENSPINE_REQUIRE_ALL=1, when the
+    server is not reachable)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
+        dispose_engines()
+        return
+    url = _create_pg_database()
+    if url is None:
+        skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
+        return
+    try:
+        yield url
+    finally:
+        dispose_engines()
+        _drop_pg_database(url)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     from regenspine.cli import upgrade_database
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'regenspine.db'}"
+    with new_database(request.param, tmp_path_factory.mktemp("db") / "regenspine.db") as url:
         upgrade_database(url)
         yield url
-        dispose_engines()
-        return
-    url = _create_pg_database()
-    if url is None:
-        skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
-        return
-    try:
-        upgrade_database(url)
-        yield url
-    finally:
-        dispose_engines()
-        _drop_pg_database(url)
 
 
 @pytest.fixture
 def empty_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     """A new, empty database of the same kind as `database_url` (restores, migrations)."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    url = _create_pg_database()
-    if url is None:
-        skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
-        return
-    try:
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    with new_database(kind, tmp_path / "empty.db") as url:
         yield url
-    finally:
-        dispose_engines()
-        _drop_pg_database(url)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _wipe(factory: sessionmaker[Session]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,19 +35,13 @@ from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
 from regenspine.auth.permissions import Permission, Role
 from regenspine.consultations.models import Consultation
-from regenspine.db import dispose_engines, session_factory, unit_of_work
+from regenspine.db import session_factory, unit_of_work
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
 from regenspine.episodes.models import Episode, EpisodeEvent
 from regenspine.episodes.states import EpisodeState, Step
 from regenspine.patients.models import Patient
 from regenspine.sequences import Counter as NamedCounter
-from tests.conftest import (
-    _create_pg_database,
-    _drop_pg_database,
-    make_staff,
-    person,
-    skip_or_fail,
-)
+from tests.conftest import free_port, make_staff, new_database, person
 from tests.integration.test_pathway import good_consultation, no_red_flags
 
 CLI = [sys.executable, "-m", "regenspine.cli"]
@@ -94,31 +87,13 @@ def crash_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     """A migrated database of the test's own, dropped afterwards."""
     from regenspine.cli import upgrade_database
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'clinic.db'}"
-    else:
-        created = _create_pg_database()
-        if created is None:
-            skip_or_fail("PostgreSQL on 127.0.0.1:5432 is not reachable")
-            return
-        url = created
-    try:
+    with new_database(request.param, tmp_path / "clinic.db") as url:
         upgrade_database(url)
         yield url
-    finally:
-        dispose_engines()
-        if request.param == "postgresql":
-            _drop_pg_database(url)
 
 
 def _env(url: str) -> dict[str, str]:
     return os.environ | {"REGENSPINE_DATABASE_URL": url, "REGENSPINE_ENV": "development"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -144,7 +119,7 @@ class Server:
 @contextmanager
 def serving(url: str, log: Path) -> Iterator[Server]:
     """`regenspine serve --workers 2` in its own process group, killed whatever happens."""
-    port = _free_port()
+    port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],

@@ -6,7 +6,6 @@ delivered afterwards by `regenspine mail deliver`."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from regenspine.config import get_settings
 from regenspine.db import unit_of_work, utcnow
 from regenspine.mail import service as mail
 from regenspine.mail.models import OutboxMessage
-from tests.conftest import PASSWORD, sign_in
+from tests.conftest import PASSWORD, free_port, sign_in
 
 NEW_PASSWORD = "a-quiet-lighthouse-by-the-fjord-7"
 
@@ -44,15 +43,9 @@ class Inbox:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def inbox() -> Iterator[Inbox]:
-    box = Inbox(port=_free_port())
+    box = Inbox(port=free_port())
     controller = Controller(box, hostname="127.0.0.1", port=box.port)
     controller.start()
     try:
@@ -141,7 +134,7 @@ def test_an_unreachable_mail_server_keeps_the_notice_and_it_is_sent_later_in_pol
     )
     assert done.status_code == 200, done.text
 
-    down = mail.deliver_pending(factory, _settings(database_url, _free_port()))
+    down = mail.deliver_pending(factory, _settings(database_url, free_port()))
     assert (down.sent, down.failed, down.waiting) == (0, 1, 1)
     [held] = _outbox(factory)
     assert held.attempts == 1 and held.sent_at is None
@@ -201,7 +194,7 @@ def test_the_mail_deliver_command_sends_and_fails_loudly(
     with unit_of_work(factory) as s:
         mail.queue(s, recipient="a@clinic.example", subject="one", body="x", purpose="test")
     monkeypatch.setenv("REGENSPINE_DATABASE_URL", database_url)
-    monkeypatch.setenv("REGENSPINE_SMTP_PORT", str(_free_port()))
+    monkeypatch.setenv("REGENSPINE_SMTP_PORT", str(free_port()))
     get_settings.cache_clear()
     try:
         failed = CliRunner().invoke(cli, ["mail", "deliver"])

@@ -134,6 +134,18 @@ def _recent_failures(
     )
 
 
+def _sign_in_locked(
+    session: Session, account: str, source_ip: str, policy: ThrottlePolicy, now: datetime
+) -> bool:
+    """Whether the account, or the address, has failed too often within the window."""
+    since = now - policy.window
+    return sign_in_locked(
+        _recent_failures(session, "account", account, since),
+        _recent_failures(session, "ip", source_ip, since),
+        policy,
+    )
+
+
 def _require_password(
     session: Session, actor: Actor, user: User, password: str, field: str = "password"
 ) -> None:
@@ -142,12 +154,7 @@ def _require_password(
     one on the sign-in page (ASVS V6.3.1), and while the account is locked even the right one
     is refused: a hijacked browser must not become a way to guess the password."""
     policy = _throttle_policy()
-    since = utcnow() - policy.window
-    if sign_in_locked(
-        _recent_failures(session, "account", user.username, since),
-        _recent_failures(session, "ip", actor.source_ip, since),
-        policy,
-    ):
+    if _sign_in_locked(session, user.username, actor.source_ip, policy, utcnow()):
         reason, message = (
             "locked",
             Message(
@@ -220,14 +227,9 @@ def sign_in(
     username = username.strip().lower()[:150]
     now = utcnow()
     policy = _throttle_policy()
-    since = now - policy.window
     user = session.scalar(select(User).where(User.username == username))
     account = username if user is not None else unknown_account_key(username)
-    if sign_in_locked(
-        _recent_failures(session, "account", account, since),
-        _recent_failures(session, "ip", source_ip, since),
-        policy,
-    ):
+    if _sign_in_locked(session, account, source_ip, policy, now):
         raise _failed(account, "locked")
     if user is None:
         _password_matches(_decoy_hash(), password)

@@ -83,18 +83,13 @@ def deliver_pending(
                 row.next_attempt_at = utcnow() + retry_after(row.attempts)
                 failed += 1
     with factory() as session:
-        unsent = (OutboxMessage.sent_at.is_(None),)
-        waiting = session.scalar(
-            select(func.count(OutboxMessage.id)).where(
-                *unsent, OutboxMessage.attempts < MAX_ATTEMPTS
-            )
-        )
-        given_up = session.scalar(
-            select(func.count(OutboxMessage.id)).where(
-                *unsent, OutboxMessage.attempts >= MAX_ATTEMPTS
-            )
-        )
-    return DeliveryReport(sent, failed, waiting or 0, given_up or 0)
+        waiting, given_up = session.execute(
+            select(
+                func.count(OutboxMessage.id).filter(OutboxMessage.attempts < MAX_ATTEMPTS),
+                func.count(OutboxMessage.id).filter(OutboxMessage.attempts >= MAX_ATTEMPTS),
+            ).where(OutboxMessage.sent_at.is_(None))
+        ).one()
+    return DeliveryReport(sent, failed, waiting, given_up)
 
 
 def retry_after(attempts: int) -> timedelta:
