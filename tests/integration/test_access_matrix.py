@@ -24,6 +24,7 @@ below 400, so the fixture data is realistic enough to show the record really was
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -342,7 +343,9 @@ MATRIX: list[Case] = [
     C("GET", "/account/mfa", ALL, PAGE),
     C("POST", "/account/mfa", ALL, PAGE, body=form_body({"code": "not-a-code"})),
     C("POST", "/account/tokens", ALL, PAGE,
-      body=form_body({"name": "matrix page", "scopes": Permission.CATALOG_READ.value})),
+      body=lambda role, fx, w: {"data": {
+          "name": "matrix page", "scopes": Permission.CATALOG_READ.value,
+          "form_key": secrets.token_urlsafe(24)}}),
     C("POST", "/account/tokens/{token_id}/revoke", ALL, PAGE),
     C("GET", f"{A}/me", ALL, API),
     C("GET", f"{A}/tokens", ALL, API),

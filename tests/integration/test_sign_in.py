@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from datetime import timedelta
 
@@ -382,6 +383,94 @@ def _new_token(client, scopes: tuple[str, ...] = ("patient:read",), **extra) -> 
     return created.json()["token"]
 
 
+def _token_form_key(client) -> str:
+    page = client.get("/account")
+    assert page.status_code == 200, page.text
+    return page.text.split('name="form_key" value="')[1].split('"')[0]
+
+
+def test_a_token_form_sent_again_makes_no_second_token(app, staff, factory):
+    """The page shows a new token's secret in its answer to the form, so a reload of that
+    answer sends the form again. The form's one-time key finds the token it made: the second
+    copy is refused with the token's name and no second token exists. A form without a valid
+    key is refused with a reload hint, and a fresh page's key makes a new token."""
+    browser = sign_in(app, "coordinator")
+    form = {"name": "lab results", "scopes": "patient:read", "days_valid": "30"}
+    key = _token_form_key(browser)
+    first = browser.post("/account/tokens", data=form | {"form_key": key})
+    assert first.status_code == 200, first.text
+    secret = re.search(r"(rst_[A-Za-z0-9_-]{43})", first.text)
+    assert secret is not None
+    assert "Copy it now" in first.text
+
+    again = browser.post("/account/tokens", data=form | {"form_key": key})
+    assert again.status_code == 409, again.text
+    assert "This form was already sent and made the token “lab results”." in again.text
+    assert "rst_" not in again.text.split("<table")[0]  # the secret is not shown again
+    with factory() as s:
+        assert s.scalar(select(func.count(ApiToken.id))) == 1
+    assert _bearer(app, secret.group(1)).get("/api/v1/me").status_code == 200
+
+    for stale in ("", "short", "x" * 44, "<script>alert(1)</script>aaaaaaaa"):
+        refused = browser.post("/account/tokens", data=form | {"form_key": stale})
+        assert refused.status_code == 422, (stale, refused.text)
+        assert "This form is out of date. Reload the page and try again" in refused.text
+    with factory() as s:
+        assert s.scalar(select(func.count(ApiToken.id))) == 1
+
+    second = browser.post("/account/tokens", data=form | {"form_key": _token_form_key(browser)})
+    assert second.status_code == 200, second.text
+    # Another account's form key is its own: the same key makes that account's token.
+    other = sign_in(app, "doctor")
+    theirs = other.post("/account/tokens", data=form | {"form_key": key})
+    assert theirs.status_code == 200, theirs.text
+    with factory() as s:
+        owners = s.execute(select(User.username, ApiToken.name).join(User)).all()
+    assert sorted(owners) == [
+        ("coordinator", "lab results"),
+        ("coordinator", "lab results"),
+        ("doctor", "lab results"),
+    ]
+
+
+def test_a_token_form_sent_twice_at_once_makes_one_token(app, staff, factory):
+    """A double click sends the form twice at once. The first copy's token is not yet committed
+    when the second looks for it; the unique (account, form key) index then refuses the second
+    insert, and the second copy is answered as a form already sent. Each of two sessions holds
+    its transaction open across the other's attempt, so the race is not left to timing."""
+    coordinator = staff.actor(Role.COORDINATOR)
+    key = auth.new_form_key()
+    first, second = factory(), factory()
+    try:
+        auth.create_api_token(first, coordinator, "twice", ["patient:read"], 30, key)
+        outcome: list[object] = []
+
+        def send_again() -> None:
+            try:
+                auth.create_api_token(second, coordinator, "twice", ["patient:read"], 30, key)
+                second.commit()
+                outcome.append("made")
+            except auth.FormAlreadySent as exc:
+                second.rollback()
+                outcome.append(exc.message.render())
+
+        racer = threading.Thread(target=send_again)
+        racer.start()
+        racer.join(0.5)  # PostgreSQL: waiting on the index; SQLite: waiting for the write lock
+        first.commit()
+        racer.join(30)
+        assert not racer.is_alive()
+    finally:
+        first.close()
+        second.close()
+    assert outcome == [
+        "This form was already sent and made the token “twice”. Its secret was shown only once "
+        "and is not kept: if you did not copy it, revoke that token and create a new one."
+    ]
+    with factory() as s:
+        assert s.scalar(select(func.count(ApiToken.id))) == 1
+
+
 def _bearer(app, secret: str):
     api = browser_client(app)
     api.headers["Authorization"] = f"Bearer {secret}"
@@ -561,7 +650,13 @@ def test_every_api_token_expires_within_a_year(app, staff, factory, monkeypatch)
         assert refused.status_code == 422, (days, refused.text)
         assert field in refused.text
     page_refused = browser.post(
-        "/account/tokens", data={"name": "lab", "scopes": "patient:read", "days_valid": "400"}
+        "/account/tokens",
+        data={
+            "name": "lab",
+            "scopes": "patient:read",
+            "days_valid": "400",
+            "form_key": _token_form_key(browser),
+        },
     )
     assert page_refused.status_code == 422
     assert "A token is valid for 1 to 366 days." in page_refused.text
@@ -577,7 +672,13 @@ def test_every_api_token_expires_within_a_year(app, staff, factory, monkeypatch)
     assert longest.expires_at - longest.created_at == timedelta(days=366)
 
     page_made = browser.post(
-        "/account/tokens", data={"name": "week", "scopes": "patient:read", "days_valid": "7"}
+        "/account/tokens",
+        data={
+            "name": "week",
+            "scopes": "patient:read",
+            "days_valid": "7",
+            "form_key": _token_form_key(browser),
+        },
     )
     assert page_made.status_code == 200, page_made.text
     with factory() as s:

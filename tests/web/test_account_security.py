@@ -65,3 +65,27 @@ def test_turning_on_two_step_sign_in_asks_for_the_password_again(page, live_serv
     page.goto(base_url + "/account")
     # Still off: the account page offers to turn it on.
     expect(page.locator('a[href="/account/mfa"]')).to_have_text("Turn on")
+
+
+def test_reloading_the_page_that_shows_a_new_token_makes_no_second_token(
+    page, live_server, base_url
+):
+    """The secret is shown once, in the answer to the form. Reloading that answer sends the
+    form again; the browser is told the token was already made, sees no secret, and the list
+    still holds one token."""
+    login(page, base_url, live_server.staff.username("physiotherapist"))
+    page.goto(base_url + "/account")
+    by_label(page, "Token name").fill("Exercise app")
+    page.locator('input[name="scopes"]').first.check()
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_role("status").first).to_contain_text("New token:")
+    expect(page.get_by_role("status").first).to_contain_text("Copy it now")
+    screenshot(page, "account-token-created.png")
+
+    page.reload()  # sends the form again
+    expect(page.get_by_role("alert")).to_contain_text(
+        "This form was already sent and made the token “Exercise app”."
+    )
+    expect(page.get_by_text("New token:")).to_have_count(0)
+    expect(page.get_by_role("row", name=re.compile("Exercise app"))).to_have_count(1)
+    screenshot(page, "account-token-form-sent-again.png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from regenspine.db import Base, UTCDateTime, utcnow
@@ -48,6 +48,9 @@ class WebSession(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    # One token per sent form: a reload or a double click that sends the form again finds the
+    # token it made instead of making a second one (NULLs, from the API, never collide).
+    __table_args__ = (Index("uq_api_tokens_user_id_form_key", "user_id", "form_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -59,6 +62,7 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    form_key: Mapped[str | None] = mapped_column(String(43))
 
 
 class RecoveryCode(Base):

@@ -156,7 +156,14 @@ def _account(request: Request, db: Db, actor: AccountActor, **extra: object) -> 
     return render(
         request,
         "auth/account.html",
-        {"tokens": tokens, "scopes": scopes, "browsers": browsers, "now": utcnow()} | extra,
+        {
+            "tokens": tokens,
+            "scopes": scopes,
+            "browsers": browsers,
+            "now": utcnow(),
+            "token_form_key": service.new_form_key(),
+        }
+        | extra,
         status=status,
     )
 
@@ -261,14 +268,19 @@ def create_token(
     actor: AccountActor,
     name: FormStr = "",
     days_valid: FormStr = "",
+    form_key: FormStr = "",
 ) -> Response:
+    """Shows the new token's secret in the answer to the form, the only time it is shown; the
+    form's one-time key keeps a reload of that answer from making a second token."""
     scopes = [s for s in _form_list(request, "scopes")]
     days = int(days_valid) if days_valid.strip().isdigit() and len(days_valid) < 5 else 0
     try:
         with refusable(db, actor):
-            token, secret = service.create_api_token(db, actor, name, scopes, days)
+            token, secret = service.create_api_token(db, actor, name, scopes, days, form_key)
     except InvalidInput as exc:
         return _account(request, db, actor, token_errors=exc.field_errors, status=422)
+    except service.FormAlreadySent as exc:
+        return _account(request, db, actor, token_errors={"form": exc.message}, status=409)
     return _account(request, db, actor, new_token=secret)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
@@ -53,6 +55,10 @@ MFA_FAILED = "auth.mfa_failed"
 MFA_PASSED = "auth.mfa_passed"
 RECOVERY_CODE_COUNT = 10
 TOKEN_PREFIX = "rst_"  # noqa: S105 (a visible prefix, not a secret)
+
+
+class FormAlreadySent(Conflict):
+    """A one-time form came back: what it asked for was done the first time."""
 
 
 class InvalidCredentials(NotAuthenticated):
@@ -853,18 +859,61 @@ TOKEN_DAYS_DEFAULT = 90
 TOKEN_DAYS_MAX = 366
 
 
+FORM_KEY = re.compile(r"[A-Za-z0-9_-]{16,43}")
+
+
+def new_form_key() -> str:
+    """A one-time key for a form that must not take effect twice (create_api_token)."""
+    return secrets.token_urlsafe(24)
+
+
+def _refuse_sent_form(session: Session, user: User, form_key: str) -> None:
+    if not FORM_KEY.fullmatch(form_key):
+        raise InvalidInput(
+            {
+                "name": Message(
+                    N_(
+                        "This form is out of date. Reload the page and try again; "
+                        "no token was made."
+                    )
+                )
+            }
+        )
+    made = session.scalar(
+        select(ApiToken.name).where(ApiToken.user_id == user.id, ApiToken.form_key == form_key)
+    )
+    if made is not None:
+        raise FormAlreadySent(
+            Message(
+                N_(
+                    "This form was already sent and made the token “%(name)s”. Its secret was "
+                    "shown only once and is not kept: if you did not copy it, revoke that token "
+                    "and create a new one."
+                ),
+                name=made,
+            )
+        )
+
+
 def create_api_token(
     session: Session,
     actor: Actor,
     name: str,
     scopes: list[str],
     days_valid: int = TOKEN_DAYS_DEFAULT,
+    form_key: str | None = None,
 ) -> tuple[ApiToken, str]:
     """Returns the stored token and, once only, its secret value. Every token expires, within
-    a year at most (ASVS V7.1.1): a forgotten integration's token must not work for ever."""
+    a year at most (ASVS V7.1.1): a forgotten integration's token must not work for ever.
+
+    `form_key` is the one-time key of the page's form (new_form_key). The page shows the secret
+    in its answer to the form, so a reload sends the form again: the same key then finds the
+    token it made and is refused, also when both copies arrive at once."""
     if actor.via_token:
         raise DomainError(Message(N_("API tokens cannot create other API tokens.")))
     user = _user(session, actor.user_id)
+    if form_key is not None:
+        _refuse_sent_form(session, user, form_key)
     errors: dict[str, Message] = {}
     name = name.strip()
     if not (1 <= len(name) <= 100):
@@ -890,9 +939,14 @@ def create_api_token(
         scopes=" ".join(sorted(set(scopes))),
         created_at=now,
         expires_at=now + timedelta(days=days_valid),
+        form_key=form_key,
     )
-    session.add(token)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(token)
+    except IntegrityError:  # the same form, sent twice at once: the other copy made it
+        _refuse_sent_form(session, user, form_key or "")
+        raise
     audit.record(
         session,
         actor,
