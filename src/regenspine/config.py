@@ -53,7 +53,19 @@ class Settings(BaseSettings):
     # throttling and is written to the audit log, so only a proxy the clinic runs may set it.
     trusted_proxies: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Fa-f:.,/ ]+$")
 
-    mfa_required_roles: tuple[str, ...] = ("admin", "doctor", "medical_director")
+    # In production every role signs in with a second step (ASVS V6.3.3): each of them reads
+    # patient data. A clinic may narrow the list (JSON, e.g. '["admin","doctor"]') at its own
+    # risk; API tokens follow the same rule as the browser.
+    mfa_required_roles: tuple[str, ...] = (
+        "admin",
+        "coordinator",
+        "doctor",
+        "nurse",
+        "lab_technician",
+        "physiotherapist",
+        "medical_director",
+        "auditor",
+    )
 
     # The interactive API reference (/api/docs) and its OpenAPI document (/openapi.json).
     # Unset: published in development, not in production, where they would hand a stranger a

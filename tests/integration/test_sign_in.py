@@ -16,7 +16,7 @@ from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
 from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
 from regenspine.auth.permissions import Role
-from regenspine.db import utcnow
+from regenspine.db import unit_of_work, utcnow
 from tests.conftest import PASSWORD, browser_client, sign_in, sign_in_client
 
 
@@ -179,16 +179,55 @@ def _csrf(client) -> str:
     return page.text.split('name="csrf_token" value="')[1].split('"')[0]
 
 
-def test_production_requires_mfa_enrolment_before_doctors_open_records(app, staff, monkeypatch):
+def test_production_requires_two_step_sign_in_of_every_role_in_the_browser_and_by_token(
+    app, staff, factory, monkeypatch
+):
+    """ASVS 5.0 V6.3.3: in production every role reads patient data only after a second step.
+    V6.3.4: an API token is no way round it. An account that owes enrolment can make no token
+    (page or API), and a token made before the rule applied is refused until its owner has
+    turned two-step sign-in on."""
     from regenspine.config import get_settings
 
+    with unit_of_work(factory) as s:
+        _, made_before = auth.create_api_token(
+            s, staff.actor(Role.NURSE), "ward tablet", ["patient:read"]
+        )
     settings = get_settings()
     monkeypatch.setattr(type(settings), "mfa_enforced", property(lambda self: True))
-    doctor = sign_in(app, "doctor")
-    assert doctor.get("/patients", follow_redirects=False).headers["location"] == "/account/mfa"
-    assert doctor.get("/api/v1/patients").status_code == 403
-    nurse = sign_in(app, "nurse")
-    assert nurse.get("/patients").status_code == 200
+    for role in Role:
+        client = sign_in(app, staff.username(role))
+        pages = client.get("/patients", follow_redirects=False)
+        assert pages.headers["location"] == "/account/mfa", role
+        assert client.get("/api/v1/patients").status_code == 403, role
+        by_api = client.post("/api/v1/tokens", json={"name": "x", "scopes": ["patient:read"]})
+        assert by_api.status_code == 403, (role, by_api.text)
+        assert by_api.json()["detail"] == (
+            "Your role must turn on two-step sign-in before using the clinic."
+        )
+        account = client.get("/account")
+        assert "Turn on two-step sign-in first" in account.text
+        assert 'name="form_key"' not in account.text  # no token form to fill in
+        by_page = client.post(
+            "/account/tokens",
+            data={
+                "name": "x",
+                "scopes": "patient:read",
+                "days_valid": "30",
+                "form_key": auth.new_form_key(),
+            },
+        )
+        assert by_page.status_code == 403, (role, by_page.text)
+        assert "Turn on two-step sign-in first" in by_page.text
+    with factory() as s:
+        assert s.scalar(select(func.count(ApiToken.id))) == 1
+
+    old = _bearer(app, made_before)
+    for path in ("/api/v1/me", "/api/v1/patients?q=a"):  # a write path and a read-only one
+        refused = old.get(path)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "must turn on two-step sign-in before the token can be used" in refused.text
+    monkeypatch.setattr(type(settings), "mfa_enforced", property(lambda self: False))
+    assert old.get("/api/v1/me").status_code == 200
 
 
 def test_api_token_is_limited_to_its_scopes_and_stops_working_when_revoked(app, staff):

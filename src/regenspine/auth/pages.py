@@ -12,7 +12,7 @@ from regenspine.auth import service
 from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
 from regenspine.auth.rules import check_password
 from regenspine.db import utcnow
-from regenspine.errors import DomainError, InvalidInput
+from regenspine.errors import DomainError, InvalidInput, PermissionDenied
 from regenspine.i18n import LANGUAGE_COOKIE, LANGUAGES
 from regenspine.web.boundary import client_ip, refusable, request_actor
 from regenspine.web.openapi import RowId
@@ -162,6 +162,7 @@ def _account(request: Request, db: Db, actor: AccountActor, **extra: object) -> 
             "browsers": browsers,
             "now": utcnow(),
             "token_form_key": service.new_form_key(),
+            "token_needs_mfa": service.owes_mfa_enrolment(request.state.identity.user),
         }
         | extra,
         status=status,
@@ -281,6 +282,8 @@ def create_token(
         return _account(request, db, actor, token_errors=exc.field_errors, status=422)
     except service.FormAlreadySent as exc:
         return _account(request, db, actor, token_errors={"form": exc.message}, status=409)
+    except PermissionDenied as exc:
+        return _account(request, db, actor, token_errors={"form": exc.message}, status=403)
     return _account(request, db, actor, new_token=secret)
 
 

@@ -45,6 +45,7 @@ from regenspine.errors import (
     Message,
     NotAuthenticated,
     NotFound,
+    PermissionDenied,
     RefusalRecord,
     TooManyAttempts,
 )
@@ -309,8 +310,21 @@ def actor_for(
 
 
 def mfa_required(user: User) -> bool:
+    return _mfa_required_for(user.role)
+
+
+def _mfa_required_for(role: str) -> bool:
     s = get_settings()
-    return s.mfa_enforced and user.role in s.mfa_required_roles
+    return s.mfa_enforced and role in s.mfa_required_roles
+
+
+def owes_mfa_enrolment(user: User) -> Message | None:
+    """Why an account that must use two-step sign-in but has not turned it on may not get an
+    API token: the token would be a way into the records with the password alone (ASVS V6.3.4,
+    every way in is as strong as the strongest)."""
+    if mfa_required(user) and not user.mfa_enabled:
+        return Message(N_("Turn on two-step sign-in first: your role needs it for API tokens too."))
+    return None
 
 
 @dataclass(frozen=True)
@@ -912,6 +926,9 @@ def create_api_token(
     if actor.via_token:
         raise DomainError(Message(N_("API tokens cannot create other API tokens.")))
     user = _user(session, actor.user_id)
+    owed = owes_mfa_enrolment(user)
+    if owed is not None:
+        raise PermissionDenied(owed)
     if form_key is not None:
         _refuse_sent_form(session, user, form_key)
     errors: dict[str, Message] = {}
@@ -1004,6 +1021,7 @@ _TOKEN_AND_OWNER = (
         User.language,
         User.full_name,
         User.is_active,
+        User.mfa_enabled,
     )
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
@@ -1023,6 +1041,17 @@ def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | 
         return None
     if not found.is_active:
         return None
+    if not found.mfa_enabled and _mfa_required_for(found.role):
+        # A token made before the role needed two-step sign-in, or before an administrator
+        # turned it off: it must not be the way round the second step.
+        raise PermissionDenied(
+            Message(
+                N_(
+                    "The owner of this API token must turn on two-step sign-in before the "
+                    "token can be used."
+                )
+            )
+        )
     if found.last_used_at is None or now - found.last_used_at > timedelta(minutes=1):
         touch = _touch_token(found.token_id, now)
         work = deferred_work(session)
