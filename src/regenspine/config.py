@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 DEFAULT_SECRET_KEY = "development-only-secret-key-change-me"  # noqa: S105 (refused in production)
 MIN_PRODUCTION_SECRET_LENGTH = 32
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    # PEM file of the authority that signed the mail server's certificate, if the system does
+    # not already trust it (a clinic's own CA). The certificate and host name are always checked.
+    smtp_ca_file: Path | None = None
     smtp_sender: str = "RegenSpine <no-reply@regenspine.invalid>"
 
     session_idle_minutes: int = 30
@@ -98,6 +103,23 @@ class Settings(BaseSettings):
                     f"{MIN_PRODUCTION_SECRET_LENGTH} characters when REGENSPINE_ENV=production "
                     "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')."
                 )
+            if not self.smtp_starttls and not _on_this_machine(self.smtp_host):
+                raise UnsafeConfiguration(
+                    "REGENSPINE_SMTP_STARTTLS must be true when the mail server "
+                    f"({self.smtp_host}) is not on this machine: sign-in notices and the mail "
+                    "server's password would cross the network unencrypted."
+                )
+            database = make_url(self.database_url)
+            if (
+                database.get_backend_name() == "postgresql"
+                and not _on_this_machine(database.host)
+                and database.query.get("sslmode") not in ("verify-full", "verify-ca")
+            ):
+                raise UnsafeConfiguration(
+                    f"The PostgreSQL server ({database.host}) is not on this machine: add "
+                    "?sslmode=verify-full to REGENSPINE_DATABASE_URL, so that patient data "
+                    "crosses the network encrypted and only to the server named."
+                )
             if self.argon2_time_cost < 2 or self.argon2_memory_cost < 19456:
                 raise UnsafeConfiguration(
                     "REGENSPINE_ARGON2_TIME_COST / REGENSPINE_ARGON2_MEMORY_COST are below the "
@@ -109,6 +131,16 @@ class Settings(BaseSettings):
         if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url.removeprefix("sqlite:///"))
         return None
+
+
+def _on_this_machine(host: str | None) -> bool:
+    """Loopback or a Unix socket (no host, or a socket directory): nothing crosses a network."""
+    if not host or host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

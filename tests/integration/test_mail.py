@@ -6,12 +6,16 @@ delivered afterwards by `regenspine mail deliver`."""
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -210,3 +214,82 @@ def test_the_mail_deliver_command_sends_and_fails_loudly(
     finally:
         get_settings.cache_clear()
     assert [to for to, _ in inbox.received] == [["a@clinic.example"]]
+
+
+def _certificate(folder: Path, name: str, alt_name: str) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, made with openssl."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName={alt_name}"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextmanager
+def _tls_mail_server(cert: Path, key: Path) -> Iterator[Inbox]:
+    """A mail server that accepts mail only after STARTTLS, presenting `cert`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box = Inbox(port=free_port())
+    controller = Controller(
+        box, hostname="127.0.0.1", port=box.port, tls_context=context, require_starttls=True
+    )
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+def _all_due(factory) -> None:
+    with unit_of_work(factory) as s:
+        s.execute(update(OutboxMessage).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_mail_goes_only_to_a_server_whose_certificate_and_name_check_out(
+    factory, database_url, tmp_path
+):
+    """ASVS 5.0 V12.3.2: with STARTTLS on, the mail server's certificate must be signed by an
+    authority the clinic trusts (the system's, or REGENSPINE_SMTP_CA_FILE) and name the host
+    connected to. A self-signed certificate, or a trusted one for another name, leaves the
+    notice queued with the reason; the right one delivers it, encrypted."""
+    with unit_of_work(factory) as s:
+        mail.queue(
+            s, recipient="nurse@clinic.example", subject="Notice", body="Text", purpose="test"
+        )
+    cert, key = _certificate(tmp_path, "mail", "IP:127.0.0.1")
+    other_cert, other_key = _certificate(tmp_path, "other", "DNS:mail.elsewhere.example")
+    with _tls_mail_server(cert, key) as box:
+        base = _settings(database_url, box.port)
+        plain = mail.deliver_pending(factory, base)
+        assert (plain.sent, plain.failed) == (0, 1)
+        assert "STARTTLS" in (_outbox(factory)[0].last_error or "")  # the server insists
+
+        _all_due(factory)
+        untrusted = mail.deliver_pending(factory, base.model_copy(update={"smtp_starttls": True}))
+        assert (untrusted.sent, untrusted.failed) == (0, 1)
+        assert "CERTIFICATE_VERIFY_FAILED" in (_outbox(factory)[0].last_error or "")
+        assert box.received == []
+
+        _all_due(factory)
+        trusted = base.model_copy(update={"smtp_starttls": True, "smtp_ca_file": cert})
+        delivered = mail.deliver_pending(factory, trusted)
+        assert (delivered.sent, delivered.failed) == (1, 0)
+        [(to, message)] = box.received
+        assert to == ["nurse@clinic.example"] and message["Subject"] == "Notice"
+
+    with unit_of_work(factory) as s:
+        mail.queue(s, recipient="nurse@clinic.example", subject="Again", body="T", purpose="test")
+    with _tls_mail_server(other_cert, other_key) as box:
+        wrong_name = _settings(database_url, box.port).model_copy(
+            update={"smtp_starttls": True, "smtp_ca_file": other_cert}
+        )
+        refused = mail.deliver_pending(factory, wrong_name)
+        assert (refused.sent, refused.failed) == (0, 1)
+        error = next(m.last_error for m in _outbox(factory) if m.subject == "Again") or ""
+        assert "CERTIFICATE_VERIFY_FAILED" in error and "mismatch" in error
+        assert box.received == []

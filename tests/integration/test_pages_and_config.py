@@ -111,6 +111,37 @@ def test_production_refuses_the_default_or_a_short_secret_key_and_names_the_vari
     assert ok.mfa_enforced
 
 
+def test_production_refuses_unencrypted_connections_to_a_mail_or_database_server_elsewhere():
+    """ASVS 5.0 V12.3.1, V12.3.2: a mail or database server on another machine is reached
+    over TLS that checks the server's certificate and name; on this machine (loopback or a
+    Unix socket) nothing crosses a network. Development refuses nothing."""
+    safe = {
+        "env": "production",
+        "secret_key": "x" * 40,
+        "argon2_time_cost": 3,
+        "argon2_memory_cost": 65536,
+    }
+    with pytest.raises(UnsafeConfiguration, match="REGENSPINE_SMTP_STARTTLS must be true"):
+        Settings(**safe, smtp_host="mail.clinic.example")
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert Settings(**safe, smtp_host=host).smtp_host == host
+    assert Settings(**safe, smtp_host="mail.clinic.example", smtp_starttls=True)
+
+    remote = "postgresql+psycopg://regenspine:pw@db.clinic.example:5432/regenspine"
+    for url in (remote, remote + "?sslmode=require", remote + "?sslmode=prefer"):
+        with pytest.raises(UnsafeConfiguration, match=r"\?sslmode=verify-full"):
+            Settings(**safe, database_url=url)
+    for url in (
+        remote + "?sslmode=verify-full",
+        remote + "?sslmode=verify-ca",
+        "postgresql+psycopg://regenspine@127.0.0.1:5432/regenspine",
+        "postgresql+psycopg:///regenspine?host=/var/run/postgresql",
+        "sqlite:///var/regenspine.db",
+    ):
+        assert Settings(**safe, database_url=url).database_url == url
+    assert Settings(env="development", smtp_host="mail.clinic.example", database_url=remote)
+
+
 def test_many_failures_from_one_address_lock_sign_in_from_it(app, staff):
     client = browser_client(app)
     client.get("/login")
