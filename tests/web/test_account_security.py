@@ -7,6 +7,10 @@ import re
 
 from playwright.sync_api import expect
 
+from regenspine.auth import service as auth
+from regenspine.auth.actor import SYSTEM_ACTOR
+from regenspine.db import session_factory, unit_of_work
+from tests.conftest import PASSWORD
 from tests.web.conftest import by_label, login, screenshot
 
 
@@ -89,3 +93,46 @@ def test_reloading_the_page_that_shows_a_new_token_makes_no_second_token(
     expect(page.get_by_text("New token:")).to_have_count(0)
     expect(page.get_by_role("row", name=re.compile("Exercise app"))).to_have_count(1)
     screenshot(page, "account-token-form-sent-again.png")
+
+
+def test_a_forgotten_password_is_replaced_through_a_one_time_password(
+    page, browser, live_server, base_url
+):
+    """ASVS 5.0 V6.4.1, V6.4.3 in the browser: the administrator sets a one-time password with
+    a reason and reads it once; the colleague signs in with it, is taken to *My account* until
+    they choose their own, and then reaches the clinic."""
+    colleague = "forgetful"  # an account of its own: the other browser tests keep their passwords
+    with unit_of_work(session_factory(live_server.database_url)) as s:
+        auth.create_user(
+            s, SYSTEM_ACTOR, auth.UserCreate(colleague, "Fay Forgetful", "coordinator", PASSWORD)
+        )
+    login(page, base_url, "admin")
+    page.goto(base_url + "/admin/users")
+    row = page.get_by_role("row", name=re.compile(colleague))
+    row.get_by_text("Reset sign-in").click()
+    row.get_by_label("Reason").fill("Forgot the password; identity checked by telephone call-back.")
+    row.get_by_role("button", name="Set a one-time password").click()
+    status = page.get_by_role("status")
+    expect(status).to_contain_text("One-time password:")
+    expect(status).to_contain_text("It works for 72 hours")
+    one_time = status.locator(".mono").inner_text()
+    screenshot(page, "admin-one-time-password.png")
+
+    own = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    try:
+        person = own.new_page()
+        login(person, base_url, colleague, one_time)
+        person.goto(base_url + "/patients")
+        expect(person).to_have_url(re.compile(r"/account$"))
+        expect(person.get_by_role("alert").first).to_contain_text(
+            "You signed in with a one-time password: choose your own password first."
+        )
+        screenshot(person, "account-choose-own-password.png")
+        by_label(person, "Current password").fill(one_time)
+        by_label(person, "New password").fill("a-quiet-lighthouse-by-the-fjord-7")
+        person.get_by_role("button", name="Change password").click()
+        expect(person.get_by_text("one-time password")).to_have_count(0)
+        person.goto(base_url + "/patients")
+        expect(person).to_have_url(re.compile(r"/patients$"))
+    finally:
+        own.close()

@@ -83,13 +83,15 @@ def update_user(user_id: RowId, body: UserUpdate, db: Db, actor: ApiActor) -> Us
 def reset_credentials(
     user_id: RowId, body: CredentialResetRequest, db: Db, actor: ApiActor
 ) -> CredentialResetDone:
-    """Turns off another user's two-step sign-in (ending their sessions and revoking their
-    API tokens) or revokes their API tokens; the reason is recorded in the audit log."""
+    """Resets another user's password (a one-time password, answered once), turns off their
+    two-step sign-in, signs out their browsers or revokes their API tokens; the reason is
+    recorded in the audit log."""
     done = service.reset_credentials(db, actor, user_id, body.what, body.reason)
     return CredentialResetDone(
         user=UserPublic.model_validate(done.user),
         sessions_ended=done.sessions_ended,
         api_tokens_revoked=done.api_tokens_revoked,
+        one_time_password=done.one_time_password,
     )
 
 

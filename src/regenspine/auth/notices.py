@@ -44,6 +44,22 @@ NOTICES: dict[str, tuple[str, str]] = {
             "%(when)s, giving this reason: %(reason)s."
         ),
     ),
+    "reset_sessions": (
+        N_("Your RegenSpine browsers were signed out"),
+        N_(
+            "%(admin)s signed out every browser signed in to your RegenSpine account "
+            "%(username)s on %(when)s, giving this reason: %(reason)s."
+        ),
+    ),
+    "reset_password": (
+        N_("Your RegenSpine password was reset"),
+        N_(
+            "%(admin)s reset the password of your RegenSpine account %(username)s on %(when)s, "
+            "giving this reason: %(reason)s. You were signed out everywhere and your API tokens "
+            "were revoked. Sign in with the one-time password the administrator gave you, in "
+            "person or by telephone, and choose your own; this e-mail never contains it."
+        ),
+    ),
 }
 CLOSING = N_(
     "If you expected this, nothing more is needed. If you did not, tell the clinic's "

@@ -162,7 +162,7 @@ def _account(request: Request, db: Db, actor: AccountActor, **extra: object) -> 
             "browsers": browsers,
             "now": utcnow(),
             "token_form_key": service.new_form_key(),
-            "token_needs_mfa": service.owes_mfa_enrolment(request.state.identity.user),
+            "no_token_because": service.why_no_api_token(request.state.identity.user),
         }
         | extra,
         status=status,
@@ -307,7 +307,13 @@ def _users_page(request: Request, db: Db, actor: PageActor, **extra: object) -> 
     return render(
         request,
         "auth/users.html",
-        {"users": users, "roles": list(Role), "role_labels": ROLE_LABELS} | extra,
+        {
+            "users": users,
+            "roles": list(Role),
+            "role_labels": ROLE_LABELS,
+            "one_time_hours": service.ONE_TIME_PASSWORD_HOURS,
+        }
+        | extra,
         status=status,
     )
 
@@ -380,7 +386,8 @@ def reset_credentials(
     what: FormStr = "",
     reason: FormStr = "",
 ) -> Response:
-    """Resets another user's two-step sign-in or revokes their API tokens, with a reason."""
+    """Resets another user's password, two-step sign-in, browsers or API tokens, with a
+    reason; a one-time password is shown in this answer only."""
     try:
         with refusable(db, actor):
             done = service.reset_credentials(db, actor, user_id, what, reason)

@@ -29,9 +29,11 @@ class UserUpdate(Strict):
 
 
 class CredentialResetRequest(Strict):
-    what: Literal["two_step", "api_tokens"] = Field(
-        description="two_step: turn off two-step sign-in, end every session and revoke every "
-        "API token; api_tokens: revoke every API token."
+    what: Literal["password", "two_step", "sessions", "api_tokens"] = Field(
+        description="password: set a one-time password (returned once, valid 72 hours, only to "
+        "choose a new one), end every session and revoke every API token; two_step: turn off "
+        "two-step sign-in, end every session and revoke every API token; sessions: sign out "
+        "every browser; api_tokens: revoke every API token."
     )
     reason: str = Field(min_length=1, max_length=500, description="Recorded in the audit log.")
 
@@ -84,6 +86,11 @@ class CredentialResetDone(BaseModel):
     user: UserPublic
     sessions_ended: int
     api_tokens_revoked: int
+    one_time_password: str | None = Field(
+        default=None,
+        description="Only for a password reset: hand it to the person yourself (in person or "
+        "by telephone). Shown once; only its hash is kept.",
+    )
 
 
 class ApiTokenCreated(ApiTokenPublic):

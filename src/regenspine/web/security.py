@@ -152,25 +152,29 @@ async def posted_form(request: Request) -> FormData:
 PostedForm = Annotated[FormData, Depends(posted_form)]
 
 
-def _mfa_gate(identity: Identity) -> str | None:
-    """Where a half-signed-in user must go first, if anywhere."""
+def _gate(identity: Identity) -> tuple[str, Message] | None:
+    """Where a half-signed-in user must go first, if anywhere, and why: the second step, then
+    a password of their own after a one-time one, then enrolment where their role needs it."""
     if identity.web_session is not None and not identity.web_session.mfa_passed:
-        return "/login/mfa"
-    if (
-        identity.user is not None
-        and auth.mfa_required(identity.user)
-        and not identity.user.mfa_enabled
-    ):
-        return "/account/mfa"
+        return "/login/mfa", Message(N_("Finish two-step sign-in first."))
+    user = identity.user
+    if user is not None and user.password_must_change:
+        return "/account", Message(
+            N_("You signed in with a one-time password: choose your own password first.")
+        )
+    if user is not None and auth.mfa_required(user) and not user.mfa_enabled:
+        return "/account/mfa", Message(
+            N_("Your role must turn on two-step sign-in before using the clinic.")
+        )
     return None
 
 
 async def page_actor(request: Request, identity: Ident) -> Actor:
     if identity.actor is None:
         raise LoginRequired(f"/login?next={request.url.path}")
-    gate = _mfa_gate(identity)
-    if gate and not request.url.path.startswith(gate):
-        raise LoginRequired(gate)
+    gate = _gate(identity)
+    if gate and not request.url.path.startswith(gate[0]):
+        raise LoginRequired(gate[0])
     return identity.actor
 
 
@@ -188,10 +192,9 @@ async def api_actor(identity: Ident) -> Actor:
         raise NotAuthenticated(Message(N_("Sign in or send an API token to use the API.")))
     if identity.web_session is not None and not identity.web_session.mfa_passed:
         raise NotAuthenticated(Message(N_("Finish two-step sign-in first.")))
-    if identity.user is not None and _mfa_gate(identity):
-        raise PermissionDenied(
-            Message(N_("Your role must turn on two-step sign-in before using the clinic."))
-        )
+    gate = _gate(identity) if identity.user is not None else None
+    if gate:
+        raise PermissionDenied(gate[1])
     return identity.actor
 
 

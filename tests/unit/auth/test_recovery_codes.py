@@ -1,5 +1,6 @@
 """Recovery codes (ASVS 5.0 V6.5.2): a lookup secret kept as a plain hash needs at least 112
-bits of entropy, and a person types it from paper, so case, spaces and dashes do not matter."""
+bits of entropy, and a person types it from paper, so case, spaces and dashes do not matter.
+One-time passwords of an administrator's reset (V6.4.1) follow the password policy."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regenspine.auth.rules import check_password
 from regenspine.auth.service import (
     RECOVERY_CODE_BYTES,
+    new_one_time_password,
     new_recovery_code,
     recovery_code_hash,
     sha256_hex,
@@ -49,3 +52,13 @@ def test_codes_issued_before_the_longer_format_still_work():
 @given(st.text(max_size=60))
 def test_any_typed_text_hashes_without_error(typed: str):
     assert re.fullmatch(r"[0-9a-f]{64}", recovery_code_hash(typed))
+
+
+def test_one_time_passwords_meet_the_password_policy_and_carry_100_random_bits():
+    """ASVS 5.0 V6.4.1: a password an administrator's reset generates follows the password
+    policy and is random: 20 base32 characters (100 bits) in five groups of four."""
+    passwords = {new_one_time_password() for _ in range(300)}
+    assert len(passwords) == 300
+    for password in passwords:
+        assert re.fullmatch(r"[a-z2-7]{4}(-[a-z2-7]{4}){4}", password), password
+        assert check_password(password, ("nurse", "Test", "Nurse")).acceptable, password
