@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -1019,3 +1020,44 @@ def test_an_account_an_administrator_creates_chooses_its_own_password_at_first_s
     )
     assert changed.status_code == 200, changed.text
     assert person.get("/api/v1/patients").status_code == 200
+
+
+def test_refused_api_tokens_and_forms_are_logged_with_a_reason_and_never_the_secret(
+    app, staff, caplog
+):
+    """ASVS 5.0 V16.3.1, V16.3.3: a token that does not sign in (unknown, revoked, not a token
+    at all) and a form without its CSRF token are logged as warnings, with the reason, the
+    account and the address, and only the token's visible prefix. Anyone can send these as
+    fast as they like, so they go to the application log, not one audit record each."""
+    caplog.set_level(logging.WARNING, logger="regenspine.security")
+    browser = sign_in(app, "coordinator")
+    secret = _new_token(browser)
+    [made] = browser.get("/api/v1/tokens").json()
+    assert browser.delete(f"/api/v1/tokens/{made['id']}").status_code in (200, 204)
+    unknown = "rst_" + "Q" * 43
+    assert _bearer(app, unknown).get("/api/v1/me").status_code == 401
+    assert _bearer(app, secret).get("/api/v1/patients?q=a").status_code == 401  # read-only path
+    assert _bearer(app, "not-a-token").get("/api/v1/me").status_code == 401
+    nurse = sign_in(app, "nurse")
+    del nurse.headers["X-CSRF-Token"]
+    forged = nurse.post(
+        "/account/password", data={"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    )
+    assert forged.status_code == 403
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "regenspine.security"]
+    assert f"API token refused: reason=unknown prefix={unknown[:10]} user=- ip=testclient" in logged
+    assert (
+        f"API token refused: reason=revoked prefix={secret[:10]} user=coordinator ip=testclient"
+        in logged
+    )
+    assert (
+        "API token refused: reason=unknown prefix=(not a token, 11 characters) user=- "
+        "ip=testclient" in logged
+    )
+    assert "Form refused, CSRF token missing: POST /account/password user=nurse ip=testclient" in (
+        logged
+    )
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name.endswith("security"))
+    for message in logged:
+        assert secret not in message and unknown not in message and "not-a-token" not in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -49,6 +50,10 @@ from regenspine.errors import (
     RefusalRecord,
     TooManyAttempts,
 )
+
+# Refusals that are not worth an audit record each (anyone may send them, as fast as they like)
+# but that an operator watching for misuse needs: the application log, as warnings.
+security_log = logging.getLogger("regenspine.security")
 
 LOGIN_FAILED = "auth.login_failed"
 LOGIN_SUCCEEDED = "auth.login"
@@ -938,6 +943,31 @@ TOKEN_DAYS_MAX = 366
 FORM_KEY = re.compile(r"[A-Za-z0-9_-]{16,43}")
 
 
+def _token_refusal(found: Any, now: datetime) -> str | None:
+    """Why a token (a _TOKEN_AND_OWNER row, or None) does not sign in, if it does not."""
+    if found is None:
+        return "unknown"
+    if found.revoked_at is not None:
+        return "revoked"
+    if found.expires_at <= now:
+        return "expired"
+    if not found.is_active:
+        return "account_disabled"
+    if not found.mfa_enabled and _mfa_required_for(found.role):
+        return "two_step_owed"
+    return None
+
+
+def _visible_prefix(secret: str) -> str:
+    """What the account page shows of a token ("Starts with"): enough to tell which one was
+    meant, far too little to use it. Anything else is cut to its shape."""
+    prefix = secret[:10]
+    return prefix if TOKEN_SHAPE.fullmatch(secret) else f"(not a token, {len(secret)} characters)"
+
+
+TOKEN_SHAPE = re.compile(r"rst_[A-Za-z0-9_-]{43}")
+
+
 def new_form_key() -> str:
     """A one-time key for a form that must not take effect twice (create_api_token)."""
     return secrets.token_urlsafe(24)
@@ -1091,19 +1121,24 @@ _TOKEN_AND_OWNER = (
 
 
 def resolve_api_token(session: Session, secret: str, source_ip: str) -> Actor | None:
+    """The actor the token acts as, or None for a token that does not sign in; each refusal is
+    logged with its reason and the token's visible prefix, never the secret (ASVS V16.3.1)."""
     found = (
         session.connection().execute(_TOKEN_AND_OWNER, {"token_hash": sha256_hex(secret)}).first()
     )
-    if found is None:
-        return None
     now = utcnow()
-    if found.revoked_at is not None:
+    refused = _token_refusal(found, now)
+    if refused is not None:
+        security_log.warning(
+            "API token refused: reason=%s prefix=%s user=%s ip=%s",
+            refused,
+            _visible_prefix(secret),
+            found.username if found is not None else "-",
+            source_ip,
+        )
+    if found is None or refused in ("revoked", "expired", "account_disabled"):
         return None
-    if found.expires_at <= now:
-        return None
-    if not found.is_active:
-        return None
-    if not found.mfa_enabled and _mfa_required_for(found.role):
+    if refused == "two_step_owed":
         # A token made before the role needed two-step sign-in, or before an administrator
         # turned it off: it must not be the way round the second step.
         raise PermissionDenied(

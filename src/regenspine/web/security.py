@@ -125,6 +125,14 @@ async def identify(request: Request, db: Db) -> Identity:
         if request.url.path in ANONYMOUS_FORMS and request.cookies.get(ANON_CSRF_COOKIE):
             expected.append(request.cookies[ANON_CSRF_COOKIE])
         if not submitted or not any(hmac.compare_digest(submitted, e) for e in expected if e):
+            auth.security_log.warning(
+                "Form refused, CSRF token %s: %s %s user=%s ip=%s",
+                "wrong" if submitted else "missing",
+                request.method,
+                request.url.path,
+                identity.actor.username if identity.actor is not None else "-",
+                ip,
+            )
             raise CsrfRejected(
                 Message(
                     N_(
