@@ -57,6 +57,9 @@ class RefusalRecord:
     entity_id: str = ""
     patient_id: int | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # What the refusal itself changes, kept with its record although the request's own work is
+    # rolled back (e.g. signing out the browser that just locked the account).
+    then: Callable[[Any], None] | None = None
 
 
 class DomainError(Exception):

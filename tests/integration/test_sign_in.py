@@ -744,9 +744,12 @@ def test_wrong_passwords_on_re_authentication_forms_count_towards_the_sign_in_lo
     passwords on the forms that ask for it again (password change, signing out browsers,
     turning on two-step sign-in) count like wrong ones on the sign-in page: after five the
     account is locked, the right password is refused on the sign-in page and on the forms,
-    and nothing changes."""
+    and nothing changes. The browser whose wrong password locked the account is signed out,
+    and so is any browser that asks for a change while it is locked; a browser that asks
+    nothing stays signed in."""
     owner = sign_in(app, "nurse")
     other = sign_in(app, "nurse")
+    idle = sign_in(app, "nurse")
     with factory() as s:
         hash_before = s.scalars(select(User.password_hash).where(User.username == "nurse")).one()
     new_password = "a-quiet-lighthouse-by-the-fjord-7"
@@ -755,20 +758,28 @@ def test_wrong_passwords_on_re_authentication_forms_count_towards_the_sign_in_lo
         ("/account/sessions", {"password": "guess-2-not-it", "session": "others"}),
         ("/account/password", {"current_password": "guess-3-not-it", "new_password": new_password}),
         ("/account/sessions", {"password": "guess-4-not-it", "session": "others"}),
-        ("/account/password", {"current_password": "guess-5-not-it", "new_password": new_password}),
     ]
     for path, data in attempts:
         wrong = owner.post(path, data=data)
         assert wrong.status_code == 422, wrong.text
         assert "The current password is not correct." in wrong.text
+    assert owner.get("/api/v1/me").status_code == 200
+    fifth = owner.post(
+        "/account/password",
+        data={"current_password": "guess-5-not-it", "new_password": new_password},
+    )
+    assert fifth.status_code == 422, fifth.text
+    assert "Too many wrong passwords: this browser has been signed out." in fifth.text
+    assert owner.get("/api/v1/me").status_code == 401
 
     assert _login(browser_client(app), "nurse", PASSWORD).status_code == 401
-    locked = owner.post(
+    locked = other.post(
         "/account/password", data={"current_password": PASSWORD, "new_password": new_password}
     )
     assert locked.status_code == 422
-    assert "Too many wrong passwords. Try again in 15 minutes" in locked.text
-    assert other.get("/api/v1/me").status_code == 200  # nothing was signed out
+    assert "Too many wrong passwords: this browser has been signed out." in locked.text
+    assert other.get("/api/v1/me").status_code == 401
+    assert idle.get("/api/v1/me").status_code == 200  # it asked for nothing
     with factory() as s:
         assert s.scalars(select(User.password_hash).where(User.username == "nurse")).one() == (
             hash_before
@@ -781,7 +792,11 @@ def test_wrong_passwords_on_re_authentication_forms_count_towards_the_sign_in_lo
                 .order_by(AuditRecord.seq)
             )
         ]
+        ended = s.scalars(
+            select(WebSession.end_reason).where(WebSession.ended_at.is_not(None))
+        ).all()
     assert reasons == ["wrong_password_again"] * 5 + ["locked", "locked"]
+    assert ended == ["locked_out", "locked_out"]
 
 
 def test_an_administrator_turns_off_a_lost_authenticator_with_a_reason_and_it_is_audited(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 import pyotp
@@ -159,31 +159,58 @@ def _sign_in_locked(
 
 
 def _require_password(
-    session: Session, actor: Actor, user: User, password: str, field: str = "password"
+    session: Session,
+    actor: Actor,
+    user: User,
+    password: str,
+    field: str = "password",
+    *,
+    browser: str | None = None,
 ) -> None:
     """Re-authentication before a change to the account: the form's `field` says what is
     wrong, and nothing is changed. A wrong password here counts towards the sign-in lock like
     one on the sign-in page (ASVS V6.3.1), and while the account is locked even the right one
-    is refused: a hijacked browser must not become a way to guess the password."""
+    is refused: a hijacked browser must not become a way to guess the password.
+
+    `browser` is the cookie token of the browser asking. The wrong password that locks the
+    account, and every attempt while it is locked, also signs that browser out: whoever is
+    guessing there loses the session they are guessing from. (The password is not checked
+    while locked, so being signed out tells nothing about it.)"""
     policy = _throttle_policy()
-    if _sign_in_locked(session, user.username, actor.source_ip, policy, utcnow()):
-        reason, message = (
-            "locked",
-            Message(
-                N_(
-                    "Too many wrong passwords. Try again in %(minutes)s minutes; if this was not "
-                    "you, tell the administrator."
-                ),
-                minutes=int(policy.window.total_seconds() // 60),
-            ),
-        )
+    since = utcnow() - policy.window
+    failures = (
+        _recent_failures(session, "account", user.username, since),
+        _recent_failures(session, "ip", actor.source_ip, since),
+    )
+    minutes = int(policy.window.total_seconds() // 60)
+    if sign_in_locked(*failures, policy):
+        reason = "locked"
     elif not _password_matches(user.password_hash, password):
-        reason, message = (
-            "wrong_password_again",
-            Message(N_("The current password is not correct.")),
-        )
+        reason = "wrong_password_again"
     else:
         return
+    if browser is not None and sign_in_locked(failures[0] + 1, failures[1] + 1, policy):
+        message = Message(
+            N_(
+                "Too many wrong passwords: this browser has been signed out. Sign in again in "
+                "%(minutes)s minutes; if this was not you, tell the administrator."
+            ),
+            minutes=minutes,
+        )
+        then: Callable[[Session], None] | None = partial(
+            end_session, token=browser, reason="locked_out"
+        )
+    elif reason == "locked":
+        message = Message(
+            N_(
+                "Too many wrong passwords. Try again in %(minutes)s minutes; if this was not "
+                "you, tell the administrator."
+            ),
+            minutes=minutes,
+        )
+        then = None
+    else:
+        message, then = Message(N_("The current password is not correct.")), None
     raise InvalidInput(
         {field: message},
         refusal=RefusalRecord(
@@ -191,6 +218,7 @@ def _require_password(
             entity_type="user",
             entity_id=user.username,
             detail={"reason": reason},
+            then=then,
         ),
     )
 
@@ -521,7 +549,7 @@ def confirm_mfa_enrolment(
     user = _user(session, actor.user_id)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
-    _require_password(session, actor, user, password)
+    _require_password(session, actor, user, password, browser=keep_session)
     if not _accept_totp(session, user, code.strip().replace(" ", "")):
         raise InvalidInput(
             {"code": Message(N_("The code does not match. Scan the QR code again and retry."))}
@@ -599,7 +627,7 @@ def change_password(
     `keep_session` is the cookie token of the browser making the change. Returns how many
     other sessions were ended."""
     user = _user(session, actor.user_id)
-    _require_password(session, actor, user, current, "current_password")
+    _require_password(session, actor, user, current, "current_password", browser=keep_session)
     strength = check_password(new, (user.username, *user.full_name.split()))
     if not strength.acceptable:
         raise InvalidInput({"new_password": strength.problems[0]})
@@ -683,7 +711,7 @@ def sign_out_other_sessions(
     their password (ASVS V7.5.2). The browser asking stays signed in. Returns how many
     sessions were ended."""
     user = _user(session, actor.user_id)
-    _require_password(session, actor, user, password)
+    _require_password(session, actor, user, password, browser=current_token)
     keep = sha256_hex(current_token) if current_token else None
     if which == ALL_OTHER_SESSIONS:
         ended = end_open_sessions(session, user.id, "signed_out_by_user", keep=keep)

@@ -42,6 +42,8 @@ def record_refusal(session: Session, actor: Actor, exc: DomainError) -> None:
         outcome=audit.Outcome.REFUSED,
         detail=dict(refusal.detail) | {"message": exc.message.msgid},
     )
+    if refusal.then is not None:
+        refusal.then(session)
     exc._refusal_recorded = True  # type: ignore[attr-defined]
 
 
