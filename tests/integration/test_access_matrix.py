@@ -385,6 +385,7 @@ MATRIX: list[Case] = [
     C("POST", f"{A}/patients/{{patient_id}}/care-team", CARE_TEAM_MANAGERS, API,
       body=lambda role, fx, w: {"json": {"user_id": fx.care_team_candidate}}),
     C("GET", "/patients", PATIENT_READERS, PAGE),
+    C("POST", "/patients", PATIENT_READERS, PAGE, body=form_body({"q": "Matrix"})),
     C("GET", "/patients/new", CLINICAL_WRITERS, PAGE),
     C("POST", "/patients/new", CLINICAL_WRITERS, PAGE,
       body=lambda role, fx, w: {"data": new_patient("WEB")(role)}),

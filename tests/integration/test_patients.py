@@ -15,7 +15,7 @@ from regenspine.identifiers import mod37_2_valid
 from regenspine.patients import service
 from regenspine.patients.models import CareTeamMember, Patient, PatientAmendment
 from regenspine.patients.pesel import make_pesel
-from tests.conftest import person, valid_patient
+from tests.conftest import person, sign_in, valid_patient
 
 
 def _patients(factory) -> int:
@@ -200,3 +200,39 @@ def test_concurrent_registrations_get_distinct_record_numbers(factory, staff):
     with factory() as s:
         mrns = s.scalars(select(Patient.mrn)).all()
     assert len(mrns) == 20 and len(set(mrns)) == 20
+
+
+def test_the_search_box_sends_what_is_searched_for_in_the_body_never_in_the_address(
+    app, staff, factory
+):
+    """ASVS 5.0 V14.2.1: a name or PESEL searched for on the page travels in the request body
+    (POST, with the CSRF token), never in an address the page makes: not in the search form,
+    not in the pages of the results. An HTMX search gets the results alone. Bad input is
+    refused with 422 and nothing is searched."""
+    coordinator = staff.actor(Role.COORDINATOR)
+    with unit_of_work(factory) as s:
+        for n in range(27):
+            service.register_patient(
+                s,
+                coordinator,
+                person("Zofia", "Wiśniewska", date(1960, 1, 1 + n), n, sex="female"),
+            )
+    nurse = sign_in(app, "nurse")
+    first = nurse.post("/patients", data={"q": "Wiśniewska"})
+    assert first.status_code == 200, first.text
+    assert "27 patients found. Page 1 of 2." in first.text
+    assert "q=" not in first.text and "Wi%C5%9Bniewska" not in first.text
+    assert '<form method="post" action="/patients"' in first.text
+    assert 'name="page" value="2"' in first.text
+    second = nurse.post("/patients", data={"q": "Wiśniewska", "page": "2"})
+    assert "Page 2 of 2." in second.text and 'name="page" value="1"' in second.text
+    live = nurse.post("/patients", data={"q": "Wiśniewska"}, headers={"HX-Request": "true"})
+    assert live.status_code == 200 and "<html" not in live.text and "27 patients found" in live.text
+
+    for bad in ({"q": "x" * 101}, {"q": "a", "page": "0"}, {"q": "a", "page": "two"}):
+        assert nurse.post("/patients", data=bad).status_code == 422, bad
+    forged = nurse.post("/patients", data={"q": "a"}, headers={"X-CSRF-Token": "forged"})
+    assert forged.status_code == 403
+    # The whole list (nothing searched for) keeps plain links to its pages.
+    listing = nurse.get("/patients")
+    assert 'href="/patients?page=2"' in listing.text

@@ -64,18 +64,24 @@ def register(page, base_url: str, data: dict[str, str]) -> str:
 
 
 def search(page, base_url: str, query: str) -> None:
-    """Types into the live search box; HTMX replaces #results and pushes ?q= into the URL."""
+    """Types into the live search box; HTMX posts it and replaces #results. What was searched
+    for is sent in the body and never appears in the address (ASVS V14.2.1)."""
     if "/patients" not in page.url or "/patients/" in page.url:
         page.goto(base_url + "/patients")
     box = page.get_by_label("Find a patient")
 
     def is_htmx_search(response) -> bool:
-        headers = response.request.headers
-        return "/patients?q=" in response.url and headers.get("hx-request") == "true"
+        request = response.request
+        return (
+            urlsplit(response.url).path == "/patients"
+            and request.method == "POST"
+            and request.headers.get("hx-request") == "true"
+            and parse_qs(request.post_data or "").get("q") == [query]
+        )
 
     with page.expect_response(is_htmx_search):
         box.fill(query)
-    page.wait_for_url(lambda url: parse_qs(urlsplit(url).query).get("q") == [query])
+    assert urlsplit(page.url).query == "", page.url
 
 
 def table_row(page, text: str):
@@ -488,3 +494,30 @@ def test_a_user_signs_out_a_browser_they_left_signed_in_elsewhere(
         expect(page).to_have_url(re.compile(r"/patients$"))  # this browser: still signed in
     finally:
         elsewhere.close()
+
+
+def test_a_search_and_its_pages_never_put_the_name_in_the_address(page, live_server, base_url):
+    """ASVS 5.0 V14.2.1 in the browser: the live search and its Next/Previous buttons post what
+    was searched for; the address stays /patients and the browser's history holds no name."""
+    from regenspine.auth.actor import SYSTEM_ACTOR
+    from regenspine.db import session_factory, unit_of_work
+    from regenspine.patients import service
+
+    with unit_of_work(session_factory(live_server.database_url)) as s:
+        for n in range(27):
+            service.register_patient(
+                s, SYSTEM_ACTOR, person("Ola", "Zawadzka", date(1971, 3, 1 + n), n, sex="female")
+            )
+    login(page, base_url, live_server.staff.username("nurse"))
+    page.goto(base_url + "/patients")
+    entries = page.evaluate("history.length")
+    search(page, base_url, "Zawadzka")
+    expect(page.locator("#results")).to_contain_text("27 patients found. Page 1 of 2.")
+    page.get_by_role("button", name="Next").click()
+    expect(page.locator("#results")).to_contain_text("Page 2 of 2.")
+    expect(page.locator("#results tbody tr")).to_have_count(2)
+    screenshot(page, "patients-search-page-2.png")
+    page.get_by_role("button", name="Previous").click()
+    expect(page.locator("#results")).to_contain_text("Page 1 of 2.")
+    assert urlsplit(page.url).query == "", page.url
+    assert page.evaluate("history.length") == entries  # no history entry per search or page
