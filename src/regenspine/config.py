@@ -59,18 +59,9 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Fa-f:.,/ ]+$")
 
     # In production every role signs in with a second step (ASVS V6.3.3): each of them reads
-    # patient data. A clinic may narrow the list (JSON, e.g. '["admin","doctor"]') at its own
-    # risk; API tokens follow the same rule as the browser.
-    mfa_required_roles: tuple[str, ...] = (
-        "admin",
-        "coordinator",
-        "doctor",
-        "nurse",
-        "lab_technician",
-        "physiotherapist",
-        "medical_director",
-        "auditor",
-    )
+    # patient data. Unset means every role, including any added later. A clinic may narrow it
+    # (JSON, e.g. '["admin","doctor"]') at its own risk; API tokens follow the same rule.
+    mfa_required_roles: tuple[str, ...] | None = None
 
     # The interactive API reference (/api/docs) and its OpenAPI document (/openapi.json).
     # Unset: published in development, not in production, where they would hand a stranger a

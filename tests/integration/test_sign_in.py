@@ -231,8 +231,11 @@ def test_production_requires_two_step_sign_in_of_every_role_in_the_browser_and_b
         refused = old.get(path)
         assert refused.status_code == 403, (path, refused.text)
         assert "must turn on two-step sign-in before the token can be used" in refused.text
-    monkeypatch.setattr(type(settings), "mfa_enforced", property(lambda self: False))
+    # A clinic that narrows the list (REGENSPINE_MFA_REQUIRED_ROLES) lets the others in.
+    monkeypatch.setattr(settings, "mfa_required_roles", ("doctor",))
     assert old.get("/api/v1/me").status_code == 200
+    assert sign_in(app, "nurse").get("/patients", follow_redirects=False).status_code == 200
+    assert sign_in(app, "doctor").get("/patients", follow_redirects=False).status_code == 303
 
 
 def test_api_token_is_limited_to_its_scopes_and_stops_working_when_revoked(app, staff):

@@ -365,7 +365,7 @@ def mfa_required(user: User) -> bool:
 
 def _mfa_required_for(role: str) -> bool:
     s = get_settings()
-    return s.mfa_enforced and role in s.mfa_required_roles
+    return s.mfa_enforced and (s.mfa_required_roles is None or role in s.mfa_required_roles)
 
 
 def why_no_api_token(user: User) -> Message | None:
