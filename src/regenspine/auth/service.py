@@ -146,15 +146,15 @@ def _recent_failures(
     )
 
 
-def _sign_in_locked(
+def _sign_in_failures(
     session: Session, account: str, source_ip: str, policy: ThrottlePolicy, now: datetime
-) -> bool:
-    """Whether the account, or the address, has failed too often within the window."""
+) -> tuple[int, int]:
+    """Failed sign-ins of the account, and from the address, within the window (see
+    rules.sign_in_locked)."""
     since = now - policy.window
-    return sign_in_locked(
+    return (
         _recent_failures(session, "account", account, since),
         _recent_failures(session, "ip", source_ip, since),
-        policy,
     )
 
 
@@ -177,11 +177,7 @@ def _require_password(
     guessing there loses the session they are guessing from. (The password is not checked
     while locked, so being signed out tells nothing about it.)"""
     policy = _throttle_policy()
-    since = utcnow() - policy.window
-    failures = (
-        _recent_failures(session, "account", user.username, since),
-        _recent_failures(session, "ip", actor.source_ip, since),
-    )
+    failures = _sign_in_failures(session, user.username, actor.source_ip, policy, utcnow())
     minutes = int(policy.window.total_seconds() // 60)
     if sign_in_locked(*failures, policy):
         reason = "locked"
@@ -269,7 +265,7 @@ def sign_in(
     policy = _throttle_policy()
     user = session.scalar(select(User).where(User.username == username))
     account = username if user is not None else unknown_account_key(username)
-    if _sign_in_locked(session, account, source_ip, policy, now):
+    if sign_in_locked(*_sign_in_failures(session, account, source_ip, policy, now), policy):
         raise _failed(account, "locked")
     if user is None:
         _password_matches(_decoy_hash(), password)
@@ -619,6 +615,15 @@ def mark_session_mfa_passed(web_session: WebSession) -> None:
     web_session.mfa_passed = True
 
 
+def _set_password(user: User, password: str, *, temporary: bool, now: datetime) -> None:
+    """A temporary password (one an administrator knows) works for ONE_TIME_PASSWORD_HOURS,
+    and only to choose the person's own; an own password clears that."""
+    user.password_hash = hash_password(password)
+    user.password_changed_at = now
+    user.password_must_change = temporary
+    user.password_expires_at = now + timedelta(hours=ONE_TIME_PASSWORD_HOURS) if temporary else None
+
+
 def change_password(
     session: Session, actor: Actor, current: str, new: str, *, keep_session: str | None = None
 ) -> int:
@@ -635,10 +640,7 @@ def change_password(
         raise InvalidInput(
             {"new_password": Message(N_("Choose a new password, not the current one."))}
         )
-    user.password_hash = hash_password(new)
-    user.password_changed_at = utcnow()
-    user.password_must_change = False
-    user.password_expires_at = None
+    _set_password(user, new, temporary=False, now=utcnow())
     return _after_credential_change(session, actor, user, "password_changed", keep_session)
 
 
@@ -801,21 +803,18 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
         errors["password"] = strength.problems[0]
     if errors:
         raise InvalidInput(errors)
+    now = utcnow()
     user = User(
         username=username,
         full_name=full_name,
         email=(data.email or "").strip() or None,
         role=data.role,
-        password_hash=hash_password(data.password),
         language=data.language,
-        created_at=utcnow(),
+        created_at=now,
     )
-    if not actor.is_system:
-        # The administrator knows this first password: it works for ONE_TIME_PASSWORD_HOURS
-        # and only to choose the person's own (ASVS V6.4.1). The command line's accounts (the
-        # first administrator, the demo) are set up by the person who will use them.
-        user.password_must_change = True
-        user.password_expires_at = user.created_at + timedelta(hours=ONE_TIME_PASSWORD_HOURS)
+    # An administrator knows the first password they chose: it is temporary (ASVS V6.4.1). The
+    # command line's accounts (the first administrator, the demo) are set up by their users.
+    _set_password(user, data.password, temporary=not actor.is_system, now=now)
     session.add(user)
     session.flush()
     audit.record(
@@ -941,10 +940,7 @@ def reset_credentials(
         session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     elif what == CredentialReset.PASSWORD:
         one_time = new_one_time_password()
-        user.password_hash = hash_password(one_time)
-        user.password_changed_at = utcnow()
-        user.password_must_change = True
-        user.password_expires_at = utcnow() + timedelta(hours=ONE_TIME_PASSWORD_HOURS)
+        _set_password(user, one_time, temporary=True, now=utcnow())
     if what != CredentialReset.API_TOKENS:
         ended = end_open_sessions(session, user.id, f"{what}_reset")
     if what != CredentialReset.SESSIONS:
