@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select, update
@@ -25,6 +26,7 @@ from regenspine.db import (
 )
 from regenspine.patients import service as patients
 from regenspine.patients.models import Patient
+from regenspine.web.boundary import _read_transaction
 from tests.conftest import browser_client, valid_patient
 
 
@@ -115,6 +117,29 @@ def test_a_read_only_transaction_refuses_to_write(factory, staff):
         s.rollback()
         with pytest.raises(WriteInReadOnlyTransaction):
             s.execute(update(Patient).where(Patient.id == pid).values(city="Gdańsk"))
+
+
+def test_the_request_boundary_ends_a_read_without_losing_a_change_made_by_mistake(factory, staff):
+    """The boundary ends a read-only request without a commit (there is nothing to commit),
+    but a row that the use case changed by mistake must still fail the request, not vanish
+    while the client is told it succeeded."""
+    with unit_of_work(factory) as s:
+        pid = patients.register_patient(s, staff.actor(Role.COORDINATOR), valid_patient()).id
+    request = SimpleNamespace(
+        app=SimpleNamespace(state=SimpleNamespace(session_factory=factory)),
+        state=SimpleNamespace(),
+        client=None,
+    )
+    work = DeferredWork()
+    with (  # noqa: PT012
+        pytest.raises(WriteInReadOnlyTransaction),
+        _read_transaction(request, work) as s,  # type: ignore[arg-type]
+    ):
+        s.get(Patient, pid).city = "Gdańsk"  # type: ignore[union-attr]
+        audit.record(s, staff.actor(Role.DOCTOR), "patient.read", entity_type="patient")
+    assert not work  # nothing of the failed request is appended afterwards
+    with factory() as s:
+        assert s.get(Patient, pid).city != "Gdańsk"  # type: ignore[union-attr]
 
 
 def test_the_database_itself_refuses_a_write_on_a_reader_connection(factory, staff):

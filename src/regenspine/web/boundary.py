@@ -182,7 +182,10 @@ def _read_transaction(request: Request, work: DeferredWork) -> Iterator[Session]
     session = read_only_session(request.app.state.session_factory, work)
     try:
         yield session
-        session.commit()  # wrote nothing: ends the read
+        # Nothing to commit; a flush still refuses a row the use case changed by mistake
+        # (db.py, _refuse_flush_in_read_only). Closing returns the connection as it is:
+        # autocommit left no transaction to end.
+        session.flush()
     except DomainError as exc:
         session.rollback()
         work.discard()  # as a rollback would: only the refusal is recorded
