@@ -52,23 +52,32 @@ def _assert_secure(response: httpx.Response, *names: str) -> None:
         assert "secure" in attributes, f"{name} is set without Secure: {header}"
         assert "httponly" in attributes, f"{name} is set without HttpOnly: {header}"
         assert "samesite=lax" in attributes, f"{name} is set without SameSite: {header}"
+        if name.startswith("__Host-"):  # else a browser drops it
+            assert "path=/" in attributes, header
+            assert not any(a.startswith("domain=") for a in attributes), header
 
 
 def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(production_app):
+    """Every cookie also carries the __Host- prefix in production (ASVS V3.3.3): a browser keeps
+    it only from this host, over HTTPS, with Path=/ and no Domain."""
     client = TestClient(production_app, base_url="https://127.0.0.1", raise_server_exceptions=False)
 
     form = client.get("/login")
     assert form.status_code == 200
     assert form.headers["strict-transport-security"] == HSTS
-    _assert_secure(form, "rs_csrf")
+    _assert_secure(form, "__Host-rs_csrf")
 
     signed_in = client.post(
         "/login",
-        data={"username": "nurse", "password": PASSWORD, "csrf_token": client.cookies["rs_csrf"]},
+        data={
+            "username": "nurse",
+            "password": PASSWORD,
+            "csrf_token": client.cookies["__Host-rs_csrf"],
+        },
         follow_redirects=False,
     )
     assert signed_in.status_code == 303, signed_in.text
-    _assert_secure(signed_in, "rs_session", "rs_lang")
+    _assert_secure(signed_in, "__Host-rs_session", "__Host-rs_lang")
 
     me = client.get("/api/v1/me")
     assert me.status_code == 200
@@ -79,7 +88,7 @@ def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(pr
         "/language", data={"language": "pl", "csrf_token": csrf}, follow_redirects=False
     )
     assert language.status_code == 303
-    _assert_secure(language, "rs_lang")
+    _assert_secure(language, "__Host-rs_lang")
 
     for refused in (
         client.get("/api/v1/patients/999999"),  # 403: two-step sign-in is owed in production
@@ -91,8 +100,46 @@ def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(pr
 
     signed_out = client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
     assert signed_out.status_code == 303
-    _assert_secure(signed_out, "rs_session")  # the deletion too, with the same attributes
-    assert 'rs_session=""' in _cookies_set(signed_out)["rs_session"]
+    _assert_secure(signed_out, "__Host-rs_session")  # the deletion too, with the same attributes
+    assert '__Host-rs_session=""' in _cookies_set(signed_out)["__Host-rs_session"]
+
+
+def test_in_production_a_cookie_without_the_host_prefix_is_not_taken_for_a_session(
+    production_app,
+):
+    """Cookie tossing (ASVS V3.3.3): a page on a sibling subdomain, or one sent over plain HTTP
+    on the clinic's network, can set a cookie named rs_session or rs_csrf for the clinic's
+    host, though never one with the __Host- prefix. In production the clinic reads only the
+    prefixed names, so a planted session token or CSRF token is ignored."""
+    victim = TestClient(production_app, base_url="https://127.0.0.1")
+    victim.get("/login")
+    signed_in = victim.post(
+        "/login",
+        data={
+            "username": "nurse",
+            "password": PASSWORD,
+            "csrf_token": victim.cookies["__Host-rs_csrf"],
+        },
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303
+    session = victim.cookies["__Host-rs_session"]
+    assert victim.get("/api/v1/me").status_code == 200
+
+    attacker = TestClient(production_app, base_url="https://127.0.0.1")
+    attacker.cookies.set("rs_session", session)  # as a sibling subdomain could plant it
+    assert attacker.get("/api/v1/me").status_code == 401
+
+    planted_csrf = "planted-by-a-sibling-subdomain"
+    stranger = TestClient(production_app, base_url="https://127.0.0.1")
+    stranger.cookies.set("rs_csrf", planted_csrf)
+    refused = stranger.post(
+        "/login",
+        data={"username": "nurse", "password": PASSWORD, "csrf_token": planted_csrf},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 403
+    assert "__Host-rs_session" not in stranger.cookies
 
 
 def test_in_development_the_clinic_works_over_plain_http(app, staff):

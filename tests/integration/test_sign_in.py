@@ -94,6 +94,14 @@ def test_logout_invalidates_the_session_on_the_server(app, staff):
     assert replay.get("/api/v1/me").status_code == 401
 
 
+def _assert_browser_told_to_forget_the_session(response) -> None:  # type: ignore[no-untyped-def]
+    """ASVS V7.4.1, V14.3.1: the first answer to a browser whose session has ended deletes the
+    session cookie and clears what the signed-in pages left in its cache and storage."""
+    assert response.headers["clear-site-data"] == '"cache", "storage"'
+    deletions = [c for c in response.headers.get_list("set-cookie") if c.startswith("rs_session=")]
+    assert len(deletions) == 1 and "max-age=0" in deletions[0].lower(), deletions
+
+
 def test_session_ends_after_30_minutes_idle_and_after_12_hours_in_any_case(
     app, staff, monkeypatch, factory
 ):
@@ -102,10 +110,18 @@ def test_session_ends_after_30_minutes_idle_and_after_12_hours_in_any_case(
     monkeypatch.setattr(auth, "utcnow", lambda: start + timedelta(minutes=29))
     assert client.get("/api/v1/me").status_code == 200
     monkeypatch.setattr(auth, "utcnow", lambda: start + timedelta(minutes=60))
-    assert client.get("/api/v1/me").status_code == 401
+    timed_out = client.get("/api/v1/me")
+    assert timed_out.status_code == 401
+    _assert_browser_told_to_forget_the_session(timed_out)
+    assert "rs_session" not in client.cookies
     with factory() as s:
         ended = s.scalars(select(WebSession).where(WebSession.end_reason == "idle_timeout")).all()
     assert len(ended) == 1
+    # Signing in again from that browser starts a session that the clean-up does not undo.
+    del client.headers["X-CSRF-Token"]  # the ended session's, which a sign-in form never sends
+    sign_in_client(client, "doctor")
+    assert client.get("/api/v1/me").status_code == 200
+    assert "clear-site-data" not in client.get("/api/v1/me").headers
 
     monkeypatch.undo()
     busy = sign_in(app, "nurse")
@@ -1006,8 +1022,11 @@ def test_an_administrator_signs_out_every_browser_of_a_colleague_and_leaves_thei
     assert done.status_code == 200, done.text
     assert (done.json()["sessions_ended"], done.json()["api_tokens_revoked"]) == (2, 0)
     assert done.json()["one_time_password"] is None
-    assert first.get("/api/v1/me").status_code == 401
-    assert second.get("/api/v1/me").status_code == 401
+    for browser in (first, second):
+        page = browser.get("/patients", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        _assert_browser_told_to_forget_the_session(page)
+        assert browser.get("/api/v1/me").status_code == 401
     assert _bearer(app, token).get("/api/v1/me").status_code == 200
     assert admin.get("/api/v1/me").status_code == 200
     assert _try_sign_in(app, "nurse", PASSWORD)[1].status_code == 303  # the password still works

@@ -15,14 +15,13 @@ from regenspine.db import utcnow
 from regenspine.errors import DomainError, InvalidInput, PermissionDenied
 from regenspine.i18n import LANGUAGE_COOKIE, LANGUAGES
 from regenspine.web.boundary import client_ip, refusable, request_actor
+from regenspine.web.cookies import SESSION_COOKIE, cookie_kwargs, cookie_name, forget_session
 from regenspine.web.openapi import RowId
 from regenspine.web.security import (
-    SESSION_COOKIE,
     AccountActor,
     Db,
     Ident,
     PageActor,
-    cookie_kwargs,
 )
 from regenspine.web.templating import render
 
@@ -41,7 +40,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def _set_session_cookie(response: Response, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, **cookie_kwargs())  # type: ignore[arg-type]
+    response.set_cookie(cookie_name(SESSION_COOKIE), token, **cookie_kwargs())  # type: ignore[arg-type]
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -82,7 +81,7 @@ def login(
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(response, result.session_token)
     response.set_cookie(
-        LANGUAGE_COOKIE,
+        cookie_name(LANGUAGE_COOKIE),
         result.user.language,
         max_age=ONE_YEAR,
         **cookie_kwargs(),  # type: ignore[arg-type]
@@ -124,10 +123,7 @@ def logout(db: Db, identity: Ident) -> Response:
     if identity.actor is not None and identity.session_token:
         service.sign_out(db, identity.actor, identity.session_token)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, **cookie_kwargs())  # type: ignore[arg-type]
-    # Nothing of the signed-in pages stays in this browser's cache or storage (ASVS V14.3.1).
-    # Not "cookies": that would forget the language chosen for the sign-in page too.
-    response.headers["Clear-Site-Data"] = '"cache", "storage"'
+    forget_session(response.headers)
     return response
 
 
@@ -139,7 +135,12 @@ def choose_language(
     if identity.actor is not None and identity.user is not None:
         service.set_language(db, identity.actor, language)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(LANGUAGE_COOKIE, language, max_age=ONE_YEAR, **cookie_kwargs())  # type: ignore[arg-type]
+    response.set_cookie(
+        cookie_name(LANGUAGE_COOKIE),
+        language,
+        max_age=ONE_YEAR,
+        **cookie_kwargs(),  # type: ignore[arg-type]
+    )
     return response
 
 

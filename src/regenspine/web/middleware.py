@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regenspine.config import get_settings
 from regenspine.i18n import LANGUAGE_COOKIE
-from regenspine.web.security import ANON_CSRF_COOKIE, cookie_kwargs
+from regenspine.web.cookies import ANON_CSRF_COOKIE, cookie_kwargs, cookie_name, forget_session
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -55,8 +55,11 @@ class SecurityHeaders:
                 cookies = SimpleCookie()
                 cookies.load(_cookie_header(scope))
                 anon = getattr(identity, "anon_csrf", None)
-                if anon and ANON_CSRF_COOKIE not in cookies:
-                    headers.append("set-cookie", _cookie(ANON_CSRF_COOKIE, anon))
+                name = cookie_name(ANON_CSRF_COOKIE)
+                if anon and name not in cookies:
+                    headers.append("set-cookie", _cookie(name, anon))
+                if getattr(identity, "session_ended", False):
+                    forget_session(headers)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -156,7 +159,8 @@ def _header(scope: Scope, name: bytes) -> str:
 async def _refuse(scope: Scope, send: Send, status: int) -> None:
     cookies: SimpleCookie = SimpleCookie()
     cookies.load(_cookie_header(scope))
-    polish = LANGUAGE_COOKIE in cookies and cookies[LANGUAGE_COOKIE].value == "pl"
+    language = cookies.get(cookie_name(LANGUAGE_COOKIE))
+    polish = language is not None and language.value == "pl"
     detail = TOO_LARGE_TEXT[1] if polish else TOO_LARGE_TEXT[0]
     if status == 400:
         detail = "The request's Content-Length header is not a number."

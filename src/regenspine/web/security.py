@@ -16,12 +16,10 @@ from regenspine.auth import service as auth
 from regenspine.auth.actor import Actor
 from regenspine.auth.models import User, WebSession
 from regenspine.auth.permissions import Permission
-from regenspine.config import get_settings
 from regenspine.errors import N_, DomainError, Message, NotAuthenticated, PermissionDenied
 from regenspine.web.boundary import client_ip, run_statements, transaction
+from regenspine.web.cookies import ANON_CSRF_COOKIE, SESSION_COOKIE, cookie_name
 
-SESSION_COOKIE = "rs_session"
-ANON_CSRF_COOKIE = "rs_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,6 +52,9 @@ class Identity:
     # Plain copies: error pages render after a rollback, when ORM rows can no longer be read.
     session_csrf: str | None = None
     mfa_passed: bool = True
+    # The browser sent a session that has ended (timed out, signed out elsewhere, ended by an
+    # administrator): its answer deletes the cookie and clears the site's data (middleware).
+    session_ended: bool = False
 
     @property
     def csrf_token(self) -> str:
@@ -113,8 +114,11 @@ async def identify(request: Request, db: Db) -> Identity:
         request.state.identity = identity
         return identity  # bearer tokens are not sent by browsers on their own: no CSRF risk
 
-    identity = await run_in_threadpool(_signed_in, db, request.cookies.get(SESSION_COOKIE), ip)
-    identity.anon_csrf = request.cookies.get(ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    session_token = request.cookies.get(cookie_name(SESSION_COOKIE))
+    identity = await run_in_threadpool(_signed_in, db, session_token, ip)
+    identity.session_ended = bool(session_token) and identity.actor is None
+    anon_cookie = request.cookies.get(cookie_name(ANON_CSRF_COOKIE))
+    identity.anon_csrf = anon_cookie or secrets.token_urlsafe(24)
     request.state.identity = identity
     if identity.actor is not None:
         request.state.actor = identity.actor
@@ -122,8 +126,8 @@ async def identify(request: Request, db: Db) -> Identity:
     if request.method not in SAFE_METHODS:
         submitted = await _submitted_csrf(request)
         expected = [identity.csrf_token]
-        if request.url.path in ANONYMOUS_FORMS and request.cookies.get(ANON_CSRF_COOKIE):
-            expected.append(request.cookies[ANON_CSRF_COOKIE])
+        if request.url.path in ANONYMOUS_FORMS and anon_cookie:
+            expected.append(anon_cookie)
         if not submitted or not any(hmac.compare_digest(submitted, e) for e in expected if e):
             auth.security_log.warning(
                 "Form refused, CSRF token %s: %s %s user=%s ip=%s",
@@ -235,15 +239,3 @@ PageActor = Annotated[Actor, Depends(page_actor)]
 AccountApiActor = Annotated[Actor, Depends(account_api_actor)]
 AccountActor = Annotated[Actor, Depends(account_actor)]
 ApiActor = Annotated[Actor, Depends(api_actor)]
-
-
-def cookie_kwargs() -> dict[str, object]:
-    """The attributes of every cookie the clinic sets or deletes (ASVS V3.3.1): out of reach of
-    scripts, not sent on cross-site requests, and in production only over HTTPS."""
-    settings = get_settings()
-    return {
-        "httponly": True,
-        "samesite": "lax",
-        "secure": settings.is_production,
-        "path": "/",
-    }

@@ -25,6 +25,7 @@ from regenspine.i18n import (
     pick_language,
     translations,
 )
+from regenspine.web.cookies import cookie_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DOMAINS_WITH_PAGES = (
@@ -66,7 +67,7 @@ def request_language(request: Request) -> str:
     if actor is not None and actor.user_id is not None:
         return actor.language
     return pick_language(
-        request.cookies.get(LANGUAGE_COOKIE),
+        request.cookies.get(cookie_name(LANGUAGE_COOKIE)),
         request.headers.get("accept-language"),
         get_settings().default_language,
     )
