@@ -42,6 +42,7 @@ bench:
 	$(BIN)/python bench/bench_demo_seed.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_load.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_request_cost.py --backend $(BENCH_BACKEND)
+	$(BIN)/python bench/bench_read_floor.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_cold_start.py
 
 clean:

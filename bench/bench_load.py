@@ -127,15 +127,19 @@ def get(url: str, token: str | None = None) -> int:
 class Server:
     """`regenspine serve` in its own process group, stopped with the whole group."""
 
-    def __init__(self, url: str, workers: int, log: Path) -> None:
+    def __init__(self, url: str, workers: int, log: Path, *, floor: bool = False) -> None:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         self.log_path = log
         env = os.environ | {"REGENSPINE_DATABASE_URL": url}
+        command = [*regenspine_command(), "serve"]
+        if floor:  # the same server with bench_read_floor.py's route mounted beside the app's
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
+            command = [sys.executable, "-m", "uvicorn", "bench_read_floor:floor_serve_app"]
+            command += ["--factory", "--proxy-headers", "--no-server-header"]
         self.log = log.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 (our own executable and arguments)
-            [*regenspine_command(), "serve", "--host", HOST, "--port", str(self.port)]
-            + ["--workers", str(workers)],
+            [*command, "--host", HOST, "--port", str(self.port), "--workers", str(workers)],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -253,7 +257,10 @@ def run(backend: str, args: argparse.Namespace) -> tuple[dict[str, WrkResult], i
                 Endpoint("chart read", clinic.chart_paths, True),
                 Endpoint("search", clinic.search_paths, True),
             ]
-            server = Server(url, args.workers, tmp / "server.log")
+            if args.floor:
+                floor_paths = [p.replace("/api/v1/", "/floor/") for p in clinic.chart_paths]
+                endpoints.append(Endpoint("floor read", floor_paths, True))
+            server = Server(url, args.workers, tmp / "server.log", floor=args.floor)
             server.wait_ready()
             results: dict[str, WrkResult] = {}
             chart_requests = 0
@@ -269,8 +276,8 @@ def run(backend: str, args: argparse.Namespace) -> tuple[dict[str, WrkResult], i
                 script = lua_script(endpoint.paths, tmp / f"paths{n}.lua")
                 warm = wrk(server.base, script, token, args.warmup, args)
                 results[endpoint.name] = wrk(server.base, script, token, args.duration, args)
-                if endpoint.name == "chart read":
-                    chart_requests = 1 + warm.requests + results[endpoint.name].requests
+                if endpoint.name in ("chart read", "floor read"):
+                    chart_requests += 1 + warm.requests + results[endpoint.name].requests
             server.stop()
             server = None
             factory = session_factory(url)
@@ -299,6 +306,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also load bench_read_floor.py's leanest audited chart read, in the same server",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")

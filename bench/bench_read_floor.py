@@ -36,7 +36,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from regenspine.app import create_app
+from regenspine.app import create_app, serve_app
 from regenspine.audit.appender import group_appender
 from regenspine.audit.service import pending_append
 from regenspine.auth.actor import Actor
@@ -113,6 +113,13 @@ def mount_floor(app: FastAPI) -> None:
         return Response(body.model_dump_json(), media_type="application/json")
 
     app.router.add_route("/floor/patients/{patient_id}", floor, methods=["GET"])
+
+
+def floor_serve_app() -> FastAPI:
+    """`regenspine serve`'s application with the floor route mounted: for bench_load.py --floor."""
+    app = serve_app()
+    mount_floor(app)
+    return app
 
 
 async def run(backend: str, args: argparse.Namespace) -> None:
