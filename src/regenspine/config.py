@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # (JSON, e.g. '["admin","doctor"]') at its own risk; API tokens follow the same rule.
     mfa_required_roles: tuple[str, ...] | None = None
 
+    # Words a password must not be built on besides the built-in list (auth/rules.py,
+    # CONTEXT_WORDS; ASVS V6.2.11): the clinic's own name, town and street, separated by spaces
+    # or commas.
+    password_context_words: str = Field(default="", max_length=1000, pattern=r"^[\w ,.'-]*$")
+
     # The interactive API reference (/api/docs) and its OpenAPI document (/openapi.json).
     # Unset: published in development, not in production, where they would hand a stranger a
     # map of every endpoint (ASVS V13.4.5). The same document is in every development copy.

@@ -1098,3 +1098,42 @@ def test_refused_api_tokens_and_forms_are_logged_with_a_reason_and_never_the_sec
     assert all(r.levelno == logging.WARNING for r in caplog.records if r.name.endswith("security"))
     for message in logged:
         assert secret not in message and unknown not in message and "not-a-token" not in message
+
+
+def test_a_clinic_adds_its_own_name_and_town_to_the_words_a_password_must_not_be_built_on(
+    app, staff, monkeypatch
+):
+    """ASVS 5.0 V6.2.11: besides the built-in list (auth/rules.py, CONTEXT_WORDS), the words
+    in REGENSPINE_PASSWORD_CONTEXT_WORDS: an administrator's new account, a password change
+    and the live strength check on My account all refuse a password built on them."""
+    from regenspine.config import get_settings
+
+    admin = sign_in(app, "admin")
+    built_on_town = "Orlowo-Gdynia-2026!"
+    monkeypatch.setenv("REGENSPINE_PASSWORD_CONTEXT_WORDS", "Przychodnia Orłowo, Gdynia")
+    get_settings.cache_clear()
+    try:
+        made = admin.post(
+            "/api/v1/users",
+            json={"username": "townnurse", "full_name": "Town Nurse", "role": "nurse",
+                  "password": built_on_town},
+        )  # fmt: skip
+        assert made.status_code == 422, made.text
+        assert 'built on \\"orlowo\\"' in made.text
+        strength = admin.post("/account/password-strength", data={"new_password": built_on_town})
+        assert "built on &#34;orlowo&#34;" in strength.text, strength.text
+        changed = admin.post(
+            "/account/password",
+            data={"current_password": PASSWORD, "new_password": "Klinika-Gdynia-2026"},
+        )
+        assert changed.status_code == 422
+        assert "a word anyone would try here" in changed.text
+    finally:
+        monkeypatch.delenv("REGENSPINE_PASSWORD_CONTEXT_WORDS")
+        get_settings.cache_clear()
+    made = admin.post(
+        "/api/v1/users",
+        json={"username": "townnurse", "full_name": "Town Nurse", "role": "nurse",
+              "password": built_on_town},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text  # the town alone was what refused it

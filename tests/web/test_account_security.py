@@ -136,3 +136,20 @@ def test_a_forgotten_password_is_replaced_through_a_one_time_password(
         expect(person).to_have_url(re.compile(r"/patients$"))
     finally:
         own.close()
+
+
+def test_the_strength_check_names_the_clinic_word_a_new_password_is_built_on(
+    page, live_server, base_url
+):
+    """ASVS 5.0 V6.2.11 while typing: the live check under "New password" says which of the
+    clinic's context words the password is built on, before anything is sent."""
+    login(page, base_url, live_server.staff.username("physiotherapist"))
+    page.goto(base_url + "/account")
+    new_password = by_label(page, "New password")
+    new_password.press_sequentially("Kregoslup#2026", delay=10)
+    strength = page.locator("#strength")
+    expect(strength).to_contain_text('This password is built on "kregoslup"')
+    screenshot(page, "account-password-built-on-clinic-word.png")
+    new_password.fill("")
+    new_password.press_sequentially("tulip-Spine-volcano-marmalade", delay=5)
+    expect(strength).not_to_contain_text("built on")

@@ -10,7 +10,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from regenspine.auth import service
 from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
-from regenspine.auth.rules import check_password
 from regenspine.db import utcnow
 from regenspine.errors import DomainError, InvalidInput, PermissionDenied
 from regenspine.i18n import LANGUAGE_COOKIE, LANGUAGES
@@ -218,7 +217,7 @@ def sign_out_other_browsers(
 def password_strength(
     request: Request, actor: AccountActor, new_password: FormStr = ""
 ) -> Response:
-    strength = check_password(new_password, (actor.username, *actor.full_name.split()))
+    strength = service.password_strength(new_password, actor.username, actor.full_name)
     return render(
         request,
         "auth/_partials/strength.html",

@@ -12,6 +12,26 @@ from regenspine.errors import N_, Message
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128
 
+# ASVS 5.0 V6.2.11: the documented list of context-specific words. Whoever knows where a
+# password is used guesses these first: the product's name and the clinic's work, in English and
+# Polish (compared without Polish letters, case or look-alike digits, so "Kręgosłup" and
+# "kr3goslup" match "kregoslup"). A password built on them, with only a year, a number or a
+# symbol of its own, is refused; one that merely contains a word inside a phrase of unrelated
+# words is not. A clinic adds its own name, town and street (REGENSPINE_PASSWORD_CONTEXT_WORDS).
+CONTEXT_WORDS: tuple[str, ...] = (
+    "regenspine", "regen", "spine", "clinic", "klinika", "kregoslup", "kregi", "backpain",
+    "marrow", "szpik", "kostny", "stemcell", "komorki", "macierzyste", "orthopaedic",
+    "orthopedic", "ortopedia", "lumbar", "ledzwiowy", "cervical", "szyjny", "physio", "fizjo",
+    "fizjoterapia", "oswestry", "injection", "iniekcja", "zastrzyk", "patient", "pacjent",
+    "doctor", "lekarz", "nurse", "pielegniarka", "welcome", "witaj",
+)  # fmt: skip
+
+# One character for one, so positions in the folded text are positions in the password.
+_FOLD = str.maketrans(
+    "ąćęłńóśźżáéíúý013457@$",
+    "acelnoszzaeiuyoieastas",
+)
+
 
 @lru_cache(maxsize=1)
 def _common_passwords() -> frozenset[str]:
@@ -35,8 +55,38 @@ class PasswordStrength:
         return not self.problems
 
 
-def check_password(password: str, user_inputs: Sequence[str] = ()) -> PasswordStrength:
-    """The policy: 12-128 characters, not a known breached password, not easily guessed."""
+def fold(text: str) -> str:
+    """Lower case, without Polish letters or look-alike digits and symbols; same length."""
+    return text.lower().translate(_FOLD)
+
+
+def built_on_context_word(password: str, words: Sequence[str]) -> str | None:
+    """The first context word the password is built on: with every listed word taken out,
+    what is left would not be a good password on its own. None when it is not."""
+    folded = fold(password)
+    taken = [False] * len(password)
+    found = None
+    for word in words:
+        word = fold(word.strip())
+        if len(word) < 4:
+            continue
+        start = folded.find(word)
+        while start != -1:
+            found = found or word
+            taken[start : start + len(word)] = [True] * len(word)
+            start = folded.find(word, start + 1)
+    if found is None:
+        return None
+    rest = "".join(c for c, gone in zip(password, taken, strict=True) if not gone)
+    strong_rest = len(rest) >= PASSWORD_MIN_LENGTH and _zxcvbn_score(rest, ()) >= 3
+    return None if strong_rest else found
+
+
+def check_password(
+    password: str, user_inputs: Sequence[str] = (), context_words: Sequence[str] = CONTEXT_WORDS
+) -> PasswordStrength:
+    """The policy: 12-128 characters, not a known breached password, not built on the user's
+    names or on the clinic's context words, not easily guessed."""
     problems: list[Message] = []
     if len(password) < PASSWORD_MIN_LENGTH:
         problems.append(
@@ -60,7 +110,19 @@ def check_password(password: str, user_inputs: Sequence[str] = ()) -> PasswordSt
         if value and len(value) >= 3 and value.lower() in lowered:
             problems.append(Message(N_("The password must not contain your name or username.")))
             break
-    score = _zxcvbn_score(password, user_inputs) if password else 0
+    if not problems:
+        word = built_on_context_word(password, context_words)
+        if word is not None:
+            problems.append(
+                Message(
+                    N_(
+                        'This password is built on "%(word)s", a word anyone would try here. '
+                        "Add words of your own that have nothing to do with the clinic."
+                    ),
+                    word=word,
+                )
+            )
+    score = _zxcvbn_score(password, [*user_inputs, *context_words]) if password else 0
     if score < 3 and not problems:
         problems.append(
             Message(

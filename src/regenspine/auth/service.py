@@ -29,6 +29,8 @@ from regenspine.auth.actor import Actor
 from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
 from regenspine.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from regenspine.auth.rules import (
+    CONTEXT_WORDS,
+    PasswordStrength,
     SessionLifetime,
     ThrottlePolicy,
     check_password,
@@ -423,6 +425,13 @@ def sign_out(session: Session, actor: Actor, token: str) -> None:
     audit.record(session, actor, "auth.logout", entity_type="user", entity_id=actor.username)
 
 
+def password_strength(password: str, username: str, full_name: str) -> PasswordStrength:
+    """The password policy (auth/rules.py) for this person at this clinic: not built on their
+    names, nor on the clinic's context words and its own (REGENSPINE_PASSWORD_CONTEXT_WORDS)."""
+    own = get_settings().password_context_words.replace(",", " ").split()
+    return check_password(password, (username, *full_name.split()), (*CONTEXT_WORDS, *own))
+
+
 def _totp(secret: str) -> pyotp.TOTP:
     return pyotp.TOTP(secret)
 
@@ -633,7 +642,7 @@ def change_password(
     other sessions were ended."""
     user = _user(session, actor.user_id)
     _require_password(session, actor, user, current, "current_password", browser=keep_session)
-    strength = check_password(new, (user.username, *user.full_name.split()))
+    strength = password_strength(new, user.username, user.full_name)
     if not strength.acceptable:
         raise InvalidInput({"new_password": strength.problems[0]})
     if _password_matches(user.password_hash, new):
@@ -798,7 +807,7 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
         errors["role"] = Message(N_("Choose one of the listed roles."))
     if data.language not in ("pl", "en"):
         errors["language"] = Message(N_("Choose Polish or English."))
-    strength = check_password(data.password, (username, *full_name.split()))
+    strength = password_strength(data.password, username, full_name)
     if not strength.acceptable:
         errors["password"] = strength.problems[0]
     if errors:

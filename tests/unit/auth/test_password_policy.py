@@ -8,11 +8,13 @@ import pytest
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from regenspine.auth.rules import (
+    CONTEXT_WORDS,
     PasswordStrength,
     SessionLifetime,
     ThrottlePolicy,
     check_password,
     common_password_count,
+    fold,
     session_expired,
     sign_in_locked,
 )
@@ -148,3 +150,50 @@ def test_a_busy_session_just_under_12_hours_is_still_open():
 
 def test_a_fresh_session_is_open():
     assert session_expired(MORNING, MORNING, MORNING, LIFETIME) is None
+
+
+BUILT_ON_CONTEXT = "a word anyone would try here"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Regenspine2026!",
+        "Kregoslup#2026",
+        "Kręgosłup-2026!",  # Polish letters are compared without their marks
+        "Fizj0terapia2026",  # and look-alike digits as the letters they stand for
+        "SpineClinic2026!",
+        "Szpik-Kostny-2026",
+        "Klinika.Regen.2026",
+        "Marrow&Spine77",
+    ],
+)
+def test_a_password_built_on_the_clinics_context_words_is_refused(password):
+    """ASVS V6.2.11: the product's name and the clinic's work (CONTEXT_WORDS) are what anyone
+    who knows where a password is used tries first. Each of these passes the rest of the
+    policy; the list is what refuses it, with the word named."""
+    assert check_password(password, context_words=()).acceptable
+    strength = check_password(password)
+    assert not strength.acceptable
+    assert BUILT_ON_CONTEXT in problems(strength)[0]
+    assert strength.problems[0].params["word"] in {fold(w) for w in CONTEXT_WORDS}
+
+
+def test_a_context_word_inside_a_phrase_of_unrelated_words_is_accepted():
+    strength = check_password("tulip-Spine-volcano-marmalade")
+    assert strength.acceptable, problems(strength)
+
+
+def test_a_clinic_adds_its_own_name_and_town_to_the_context_words():
+    own = (*CONTEXT_WORDS, "Przychodnia", "Orłowo", "Gdynia")
+    assert check_password("Orlowo-Gdynia-2026!").acceptable
+    strength = check_password("Orlowo-Gdynia-2026!", context_words=own)
+    assert problems(strength) == [
+        'This password is built on "orlowo", a word anyone would try here. Add words of your own '
+        "that have nothing to do with the clinic."
+    ]
+
+
+def test_folding_keeps_every_position_so_a_word_is_cut_out_where_it_was_found():
+    assert fold("Kręgosłup-2026!") == "kregoslup-2o26!"
+    assert len(fold("ąćęłńóśźż0134 57@$")) == len("ąćęłńóśźż0134 57@$")
