@@ -137,6 +137,7 @@ class Server:
             env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
             command = [sys.executable, "-m", "uvicorn", "bench_read_floor:floor_serve_app"]
             command += ["--factory", "--proxy-headers", "--no-server-header"]
+            command += ["--forwarded-allow-ips", "127.0.0.1"]  # serve's default
         self.log = log.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 (our own executable and arguments)
             [*command, "--host", HOST, "--port", str(self.port), "--workers", str(workers)],

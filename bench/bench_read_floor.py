@@ -86,7 +86,9 @@ def mount_floor(app: FastAPI) -> None:
                 username=token[4],
                 role=Role(token[5]),
                 source_ip=request.client.host if request.client else "",
-                scopes=frozenset(Permission(s) for s in token[0].split()),
+                scopes=frozenset(
+                    Permission(s) for s in token[0].split() if s in Permission._value2member_map_
+                ),
                 via_token=True,
                 full_name=token[6],
             )

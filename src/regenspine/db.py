@@ -93,7 +93,6 @@ def _reader_engine(engine: Engine, connect_args: dict[str, Any]) -> Engine:
         pool_size=READER_CONNECTIONS,
         max_overflow=-1,
         isolation_level="AUTOCOMMIT",
-        pool_reset_on_return=None,
         hide_parameters=True,
         connect_args=connect_args,
     )

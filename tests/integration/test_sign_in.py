@@ -175,6 +175,34 @@ def test_mfa_user_needs_the_code_and_a_recovery_code_works_once(app, staff, fact
     assert reused.status_code == 401
 
 
+def test_a_second_copy_of_the_two_step_form_leaves_the_new_session_in_place(app, staff, factory):
+    """The second step replaces the half-signed-in session with a new one. A second copy of
+    the form sent before the first answer came back (a double click) carries the replaced
+    session's cookie. Its answer must not tell the browser to forget the session cookie, which
+    by then holds the new session; any other ended session is forgotten (V7.4.1)."""
+    client = sign_in(app, "medical-director")
+    totp = _enrolment_totp(client, factory)
+    codes = _recovery_codes(
+        client.post("/account/mfa", data={"password": PASSWORD, "code": totp.now()}).text
+    )
+    browser = browser_client(app)
+    _login(browser, "medical-director", PASSWORD)
+    replaced, csrf = browser.cookies["rs_session"], _csrf(browser)
+    first = browser.post(
+        "/login/mfa", data={"code": codes[0], "csrf_token": csrf}, follow_redirects=False
+    )
+    assert first.status_code == 303
+    second_copy = browser_client(app)  # what the browser sent with the first copy
+    second_copy.cookies.set("rs_session", replaced)
+    second_copy.cookies.set("rs_csrf", browser.cookies["rs_csrf"])
+    late = second_copy.post(
+        "/login/mfa", data={"code": codes[1], "csrf_token": csrf}, follow_redirects=False
+    )
+    assert "clear-site-data" not in late.headers
+    assert not [c for c in late.headers.get_list("set-cookie") if c.startswith("rs_session=")]
+    assert browser.get("/api/v1/me").status_code == 200
+
+
 RECOVERY_CODE = re.compile(r"<li>([a-z2-7]{4}(?:-[a-z2-7]{4}){5})</li>")
 
 

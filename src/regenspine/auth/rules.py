@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,13 +57,17 @@ class PasswordStrength:
 
 
 def fold(text: str) -> str:
-    """Lower case, without Polish letters or look-alike digits and symbols; same length."""
-    return text.lower().translate(_FOLD)
+    """Lower case, without Polish letters or look-alike digits and symbols, one character for
+    one: a character whose lower case is longer ("İ" is "i" and a combining dot) keeps its
+    first. Compose decomposed letters first (NFC), or a "ę" typed as "e" and a combining ogonek
+    would not match."""
+    return "".join(c.lower()[:1] for c in text).translate(_FOLD)
 
 
 def built_on_context_word(password: str, words: Sequence[str]) -> str | None:
     """The first context word the password is built on: with every listed word taken out,
     what is left would not be a good password on its own. None when it is not."""
+    password = unicodedata.normalize("NFC", password)
     folded = fold(password)
     taken = [False] * len(password)
     found = None

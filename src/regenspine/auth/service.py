@@ -413,6 +413,16 @@ def resolve_session(session: Session, token: str, source_ip: str) -> ActiveSessi
     return ActiveSession(user, web_session)
 
 
+def ended_for_good(session: Session, token: str) -> bool:
+    """Whether the browser holding this (no longer valid) session token should forget it. Not
+    for a session replaced by a new one (two-step sign-in completed): the browser already holds
+    the new cookie, and a late answer to a second copy of that form must not delete it."""
+    reason = session.scalar(
+        select(WebSession.end_reason).where(WebSession.id_hash == sha256_hex(token))
+    )
+    return reason != "rotated"
+
+
 def end_session(session: Session, token: str, reason: str) -> None:
     web_session = session.get(WebSession, sha256_hex(token))
     if web_session is not None and web_session.ended_at is None:

@@ -183,8 +183,7 @@ def _read_transaction(request: Request, work: DeferredWork) -> Iterator[Session]
     try:
         yield session
         # Nothing to commit; a flush still refuses a row the use case changed by mistake
-        # (db.py, _refuse_flush_in_read_only). Closing returns the connection as it is:
-        # autocommit left no transaction to end.
+        # (db.py, _refuse_flush_in_read_only). Closing the session returns the connection.
         session.flush()
     except DomainError as exc:
         session.rollback()

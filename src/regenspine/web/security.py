@@ -84,6 +84,7 @@ def _signed_in(db: Session, token: str | None, ip: str) -> Identity:
         if active is None:
             # Record the timeout now: the request that follows will be refused and rolled back.
             db.commit()
+            identity.session_ended = auth.ended_for_good(db, token)
         else:
             identity.user = active.user
             identity.web_session = active.web_session
@@ -114,9 +115,9 @@ async def identify(request: Request, db: Db) -> Identity:
         request.state.identity = identity
         return identity  # bearer tokens are not sent by browsers on their own: no CSRF risk
 
-    session_token = request.cookies.get(cookie_name(SESSION_COOKIE))
-    identity = await run_in_threadpool(_signed_in, db, session_token, ip)
-    identity.session_ended = bool(session_token) and identity.actor is None
+    identity = await run_in_threadpool(
+        _signed_in, db, request.cookies.get(cookie_name(SESSION_COOKIE)), ip
+    )
     anon_cookie = request.cookies.get(cookie_name(ANON_CSRF_COOKIE))
     identity.anon_csrf = anon_cookie or secrets.token_urlsafe(24)
     request.state.identity = identity

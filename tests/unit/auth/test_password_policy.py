@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from regenspine.auth.rules import (
@@ -197,3 +200,16 @@ def test_a_clinic_adds_its_own_name_and_town_to_the_context_words():
 def test_folding_keeps_every_position_so_a_word_is_cut_out_where_it_was_found():
     assert fold("Kręgosłup-2026!") == "kregoslup-2o26!"
     assert len(fold("ąćęłńóśźż0134 57@$")) == len("ąćęłńóśźż0134 57@$")
+    assert fold("İstanbul") == "istanbul"  # "İ".lower() has two characters
+
+
+@given(st.text(max_size=40))
+def test_any_text_folds_to_the_same_length_and_is_checked_without_error(text):
+    assert len(fold(text)) == len(text)
+    check_password(text + "-Regenspine")  # a refusal or an acceptance, never a crash
+
+
+def test_decomposed_polish_letters_are_compared_as_the_letters_they_make():
+    decomposed = unicodedata.normalize("NFD", "Kręgosłup#2026")
+    assert decomposed != "Kręgosłup#2026"
+    assert BUILT_ON_CONTEXT in problems(check_password(decomposed))[0]
