@@ -57,16 +57,8 @@ def _assert_secure(response: httpx.Response, *names: str) -> None:
             assert not any(a.startswith("domain=") for a in attributes), header
 
 
-def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(production_app):
-    """Every cookie also carries the __Host- prefix in production (ASVS V3.3.3): a browser keeps
-    it only from this host, over HTTPS, with Path=/ and no Domain."""
-    client = TestClient(production_app, base_url="https://127.0.0.1", raise_server_exceptions=False)
-
-    form = client.get("/login")
-    assert form.status_code == 200
-    assert form.headers["strict-transport-security"] == HSTS
-    _assert_secure(form, "__Host-rs_csrf")
-
+def _sign_in_nurse(client: TestClient) -> httpx.Response:
+    """Signs in over HTTPS with the prefixed CSRF cookie the sign-in page set."""
     signed_in = client.post(
         "/login",
         data={
@@ -77,6 +69,20 @@ def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(pr
         follow_redirects=False,
     )
     assert signed_in.status_code == 303, signed_in.text
+    return signed_in
+
+
+def test_in_production_every_cookie_is_secure_and_every_answer_asks_for_https(production_app):
+    """Every cookie also carries the __Host- prefix in production (ASVS V3.3.3): a browser keeps
+    it only from this host, over HTTPS, with Path=/ and no Domain."""
+    client = TestClient(production_app, base_url="https://127.0.0.1", raise_server_exceptions=False)
+
+    form = client.get("/login")
+    assert form.status_code == 200
+    assert form.headers["strict-transport-security"] == HSTS
+    _assert_secure(form, "__Host-rs_csrf")
+
+    signed_in = _sign_in_nurse(client)
     _assert_secure(signed_in, "__Host-rs_session", "__Host-rs_lang")
 
     me = client.get("/api/v1/me")
@@ -113,16 +119,7 @@ def test_in_production_a_cookie_without_the_host_prefix_is_not_taken_for_a_sessi
     prefixed names, so a planted session token or CSRF token is ignored."""
     victim = TestClient(production_app, base_url="https://127.0.0.1")
     victim.get("/login")
-    signed_in = victim.post(
-        "/login",
-        data={
-            "username": "nurse",
-            "password": PASSWORD,
-            "csrf_token": victim.cookies["__Host-rs_csrf"],
-        },
-        follow_redirects=False,
-    )
-    assert signed_in.status_code == 303
+    _sign_in_nurse(victim)
     session = victim.cookies["__Host-rs_session"]
     assert victim.get("/api/v1/me").status_code == 200
 
