@@ -34,6 +34,17 @@ def cookie_kwargs() -> dict[str, object]:
     }
 
 
+def cookie_header(name: str, value: str, *, delete: bool = False) -> str:
+    """A Set-Cookie value with the attributes every cookie of the clinic has (cookie_kwargs),
+    for an answer whose headers are written directly; `delete` makes it the deletion."""
+    response = Response()
+    if delete:
+        response.delete_cookie(name, **cookie_kwargs())  # type: ignore[arg-type]
+    else:
+        response.set_cookie(name, value, **cookie_kwargs())  # type: ignore[arg-type]
+    return response.headers["set-cookie"]
+
+
 def forget_session(headers: MutableHeaders) -> None:
     """A browser whose session has ended (signed out, timed out, or ended by an administrator)
     deletes its session cookie and whatever of the signed-in pages it kept in its cache or
@@ -44,7 +55,5 @@ def forget_session(headers: MutableHeaders) -> None:
         value.startswith(name + "=") for value in headers.getlist("set-cookie")
     ):
         return  # already done, or this answer starts a new session (a fresh sign-in)
-    response = Response()
-    response.delete_cookie(name, **cookie_kwargs())  # type: ignore[arg-type]
-    headers.append("set-cookie", response.headers["set-cookie"])
+    headers.append("set-cookie", cookie_header(name, "", delete=True))
     headers["Clear-Site-Data"] = '"cache", "storage"'

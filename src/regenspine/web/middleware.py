@@ -7,12 +7,11 @@ import json
 from http.cookies import SimpleCookie
 
 from starlette.datastructures import MutableHeaders
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regenspine.config import get_settings
 from regenspine.i18n import LANGUAGE_COOKIE
-from regenspine.web.cookies import ANON_CSRF_COOKIE, cookie_kwargs, cookie_name, forget_session
+from regenspine.web.cookies import ANON_CSRF_COOKIE, cookie_header, cookie_name, forget_session
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -57,19 +56,12 @@ class SecurityHeaders:
                 anon = getattr(identity, "anon_csrf", None)
                 name = cookie_name(ANON_CSRF_COOKIE)
                 if anon and name not in cookies:
-                    headers.append("set-cookie", _cookie(name, anon))
+                    headers.append("set-cookie", cookie_header(name, anon))
                 if getattr(identity, "session_ended", False):
                     forget_session(headers)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
-
-
-def _cookie(name: str, value: str) -> str:
-    """A Set-Cookie value with the attributes every cookie of the clinic has (cookie_kwargs)."""
-    response = Response()
-    response.set_cookie(name, value, **cookie_kwargs())  # type: ignore[arg-type]
-    return response.headers["set-cookie"]
 
 
 def _cookie_header(scope: Scope) -> str:
