@@ -3,6 +3,9 @@ eligibility with every reason, override, consent and withdrawal, and the refusal
 
 from __future__ import annotations
 
+import html
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -10,6 +13,7 @@ from regenspine.audit.models import AuditRecord
 from regenspine.auth.permissions import Role
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes.models import Consent
+from regenspine.episodes.states import OWN_FORM_STEPS, Step
 from tests.conftest import valid_patient
 
 NAME = "Jan Kowalski"
@@ -263,6 +267,73 @@ def test_withdrawn_consent_stops_the_pathway_before_the_next_step(clients, episo
     )
     assert schedule.status_code == 409
     assert "consent" in schedule.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("step", "target", "role"),
+    [
+        ("withdraw_consent", "eligible", Role.COORDINATOR),
+        ("consent", "consented", Role.COORDINATOR),
+        ("override", "eligible", Role.DOCTOR),
+        ("evaluate", "not_eligible", Role.DOCTOR),
+        ("flag_red", "urgent_referral", Role.DOCTOR),
+    ],
+)
+def test_a_step_with_a_form_of_its_own_cannot_be_taken_as_a_bare_step(
+    clients, episode, factory, step, target, role
+):
+    """Withdrawing consent as a bare step once moved the episode back to "eligible" while the
+    consent stayed valid, so a bare "consent" step reused it for levels the patient never agreed
+    to. Both endpoints now refuse every step whose own form records what it stands for."""
+    _consented(clients, episode)
+    with factory() as s:
+        before = s.scalar(select(func.max(AuditRecord.id)))
+    body = {"step": step, "target": target, "reason": "Patient said so on the phone"}
+    api = clients(role).post(f"/api/v1/episodes/{episode}/steps", json=body)
+    assert api.status_code == 409, api.text
+    assert api.json()["detail"] == OWN_FORM_STEPS[Step(step)]
+    page = clients(role).post(f"/episodes/{episode}/steps", data=body, follow_redirects=False)
+    assert page.status_code == 409, page.text
+    assert OWN_FORM_STEPS[Step(step)] in html.unescape(page.text)
+    with factory() as s:
+        added = s.scalars(select(AuditRecord).where(AuditRecord.id > before)).all()
+        refusals = [json.loads(r.detail) for r in added if r.action == "episode.step_refused"]
+        assert [(d["step"], d["reason"]) for d in refusals] == [(step, "own_form")] * 2
+        # The page shows the episode again with the refusal; nothing else was recorded.
+        assert {r.action for r in added} == {"episode.step_refused", "episode.read"}
+        assert s.scalars(select(Consent)).one().withdrawn_at is None
+    assert state(clients, episode) == "consented"
+
+
+def test_a_consent_for_other_levels_does_not_cover_the_procedure_day(clients, episode, factory):
+    """Defence in depth: should the targeted levels ever differ from the consented ones, no
+    procedure step may follow until the patient consents to the new levels."""
+    from regenspine.consultations.models import Consultation
+
+    _consented(clients, episode)
+    with factory() as s:
+        latest = s.scalars(select(Consultation)).one()
+        s.add(
+            Consultation(
+                episode_id=latest.episode_id,
+                version=latest.version + 1,
+                recorded_by=latest.recorded_by,
+                recorded_by_name=latest.recorded_by_name,
+                change_reason="Imported from the referral letter",
+                presenting_complaint=latest.presenting_complaint,
+                prior_fusion_levels=[],
+                level_findings={},
+                diagnoses=latest.diagnoses,
+                target_levels=["L3-L4"],
+            )
+        )
+        s.commit()
+    r = clients(Role.COORDINATOR).post(
+        f"/api/v1/episodes/{episode}/steps", json={"step": "schedule", "target": "scheduled"}
+    )
+    assert r.status_code == 409, r.text
+    assert "consent covers L4-L5, but the assessment now targets L3-L4" in r.json()["detail"]
+    assert state(clients, episode) == "consented"
 
 
 @pytest.mark.parametrize(

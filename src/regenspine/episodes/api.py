@@ -86,7 +86,7 @@ def read_episode(episode_id: RowId, db: Db, actor: ApiActor) -> EpisodeDetail:
     responses=REFUSALS | responses(404, 409, 422),
 )
 def take_step(episode_id: RowId, body: StepRequest, db: Db, actor: ApiActor) -> EpisodeDetail:
-    service.advance(
+    service.take_step(
         db,
         actor,
         episode_id,

@@ -16,6 +16,7 @@ from regenspine.episodes.states import (
     DECISION_LABELS,
     RULE_OUTCOME_LABELS,
     STATE_LABELS,
+    STEP_LABELS,
     EpisodeState,
     Step,
     allowed_steps,
@@ -28,25 +29,6 @@ from regenspine.web.templating import render, translate
 router = APIRouter(dependencies=[page_requires(Permission.EPISODE_READ)])
 FormStr = Annotated[str, Form()]
 
-STEP_LABELS: dict[Step, str] = {
-    Step.ASSESS: N_("Mark as assessed"),
-    Step.EVALUATE: N_("Apply eligibility decision"),
-    Step.FLAG_RED: N_("Urgent referral"),
-    Step.CLEAR_RED_FLAG: N_("Clear red flag after reassessment"),
-    Step.OVERRIDE: N_("Override eligibility"),
-    Step.CONSENT: N_("Confirm consent"),
-    Step.WITHDRAW_CONSENT: N_("Consent withdrawn"),
-    Step.SCHEDULE: N_("Schedule procedure day"),
-    Step.HARVEST: N_("Marrow harvested"),
-    Step.PROCESS: N_("Processing finished"),
-    Step.RELEASE: N_("Release product"),
-    Step.REJECT: N_("Reject product"),
-    Step.ADMINISTER: N_("Injection given"),
-    Step.START_FOLLOW_UP: N_("Start follow-up"),
-    Step.NEW_CYCLE: N_("Start another cycle"),
-    Step.CLOSE: N_("Close episode"),
-    Step.CANCEL: N_("Cancel episode"),
-}
 # Steps that other screens take with their own forms (consultation, eligibility, consent,
 # procedure day); the episode page offers only the plain ones.
 PLAIN_STEPS = frozenset(
@@ -228,7 +210,7 @@ def take_step(
         db,
         actor,
         episode_id,
-        lambda: service.advance(
+        lambda: service.take_step(
             db, actor, episode_id, chosen, to, reason=reason, expected_state=seen
         ),
     )

@@ -20,7 +20,9 @@ from regenspine.episodes.states import (
     DECISION_TARGET,
     NEEDS_VALID_CONSENT,
     OPEN_STATES,
+    OWN_FORM_STEPS,
     STATE_LABELS,
+    STEP_LABELS,
     EpisodeState,
     Step,
     find_transition,
@@ -39,6 +41,7 @@ from regenspine.patients import service as patients
 
 REASON_REQUIRED = frozenset({Step.CANCEL, Step.CLOSE, Step.CLEAR_RED_FLAG, Step.WITHDRAW_CONSENT})
 MIN_REASON = 5
+REASON_MAX = 2000
 
 
 class StepNotAllowed(Conflict):
@@ -208,6 +211,21 @@ def _check_preconditions(
                     "cycle without a new consent."
                 )
             )
+        targets = session.scalar(
+            select(Consultation.target_levels)
+            .where(Consultation.episode_id == episode.id)
+            .order_by(Consultation.version.desc())
+            .limit(1)
+        )
+        if sorted(consent.levels or []) != sorted(targets or []):
+            raise _missing(
+                N_(
+                    "The consent covers %(consented)s, but the assessment now targets "
+                    "%(targets)s: the patient must consent to these levels first."
+                ),
+                consented=", ".join(consent.levels or []) or "-",
+                targets=", ".join(targets or []) or "-",
+            )
     if step == Step.CONSENT:
         consent = current_consent(session, episode)
         if consent is None or consent.withdrawn_at is not None:
@@ -217,6 +235,39 @@ def _check_preconditions(
             N_("This episode has had the maximum of %(max)s treatment cycles."),
             max=episode.max_cycles,
         )
+
+
+def take_step(
+    session: Session,
+    actor: Actor,
+    episode_id: int,
+    step: Step,
+    target: EpisodeState,
+    *,
+    reason: str | None = None,
+    expected_state: EpisodeState | None = None,
+) -> EpisodeEvent:
+    """A step asked for by a person on the episode page or the API's generic step endpoint.
+
+    Steps with a form of their own (assessment, override, consent, ...) are refused here: their
+    services record what the step stands for and then move the episode themselves.
+    """
+    actor.require(Permission.EPISODE_ADVANCE)
+    if step in OWN_FORM_STEPS:
+        episode = get_episode(session, actor, episode_id)
+        raise StepNotAllowed(
+            Message(OWN_FORM_STEPS[step]),
+            refusal=RefusalRecord(
+                action="episode.step_refused",
+                entity_type="episode",
+                entity_id=str(episode.id),
+                patient_id=episode.patient_id,
+                detail={"step": step.value, "reason": "own_form"},
+            ),
+        )
+    return advance(
+        session, actor, episode_id, step, target, reason=reason, expected_state=expected_state
+    )
 
 
 def advance(
@@ -248,7 +299,7 @@ def advance(
         raise StepNotAllowed(
             Message(
                 N_('The pathway does not allow "%(step)s" from "%(state)s" to "%(target)s".'),
-                step=step.value,
+                step=Message(STEP_LABELS[step]),
                 state=Message(STATE_LABELS[source]),
                 target=Message(STATE_LABELS[target]),
             ),
@@ -262,7 +313,9 @@ def advance(
         )
     if not actor.is_system and (actor.role is None or Role(actor.role) not in transition.roles):
         raise PermissionDenied(
-            Message(N_('Your role cannot take the step "%(step)s".'), step=step.value),
+            Message(
+                N_('Your role cannot take the step "%(step)s".'), step=Message(STEP_LABELS[step])
+            ),
             refusal=RefusalRecord(
                 action="episode.step_refused",
                 entity_type="episode",
@@ -274,6 +327,14 @@ def advance(
     cleaned_reason = (reason or "").strip() or None
     if step in REASON_REQUIRED and (cleaned_reason is None or len(cleaned_reason) < MIN_REASON):
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})
+    if cleaned_reason is not None and len(cleaned_reason) > REASON_MAX:
+        raise InvalidInput(
+            {
+                "reason": Message(
+                    N_("This field may have at most %(max)d characters."), max=REASON_MAX
+                )
+            }
+        )
     try:
         _check_preconditions(session, episode, step, target)
     except StepNotAllowed as exc:

@@ -75,6 +75,42 @@ class Step(StrEnum):
     CANCEL = "cancel"
 
 
+STEP_LABELS: dict[Step, str] = {
+    Step.ASSESS: N_("Mark as assessed"),
+    Step.EVALUATE: N_("Apply eligibility decision"),
+    Step.FLAG_RED: N_("Urgent referral"),
+    Step.CLEAR_RED_FLAG: N_("Clear red flag after reassessment"),
+    Step.OVERRIDE: N_("Override eligibility"),
+    Step.CONSENT: N_("Confirm consent"),
+    Step.WITHDRAW_CONSENT: N_("Consent withdrawn"),
+    Step.SCHEDULE: N_("Schedule procedure day"),
+    Step.HARVEST: N_("Marrow harvested"),
+    Step.PROCESS: N_("Processing finished"),
+    Step.RELEASE: N_("Release product"),
+    Step.REJECT: N_("Reject product"),
+    Step.ADMINISTER: N_("Injection given"),
+    Step.START_FOLLOW_UP: N_("Start follow-up"),
+    Step.NEW_CYCLE: N_("Start another cycle"),
+    Step.CLOSE: N_("Close episode"),
+    Step.CANCEL: N_("Cancel episode"),
+}
+
+# Steps that belong to a form of their own and its service (assessment, override, red-flag
+# clearance, consent). The generic step endpoints refuse them, so that, for example, "consent
+# withdrawn" can never be recorded without the consent itself being marked withdrawn.
+OWN_FORM_STEPS: dict[Step, str] = {
+    Step.ASSESS: N_("Record the consultation and red-flag screening on the assessment form."),
+    Step.EVALUATE: N_(
+        "The eligibility decision is taken by the engine when the assessment is saved."
+    ),
+    Step.FLAG_RED: N_("Record the red flag on the assessment form."),
+    Step.CLEAR_RED_FLAG: N_("Clear a red flag with the documented reassessment on its form."),
+    Step.OVERRIDE: N_("Override eligibility with the written justification on its form."),
+    Step.CONSENT: N_("Record the patient's consent on the consent form."),
+    Step.WITHDRAW_CONSENT: N_("Record the withdrawal of consent on the consent form."),
+}
+
+
 CLINICIANS = frozenset({Role.DOCTOR, Role.MEDICAL_DIRECTOR})
 FRONT_DESK = frozenset({Role.COORDINATOR, Role.DOCTOR, Role.MEDICAL_DIRECTOR})
 LAB = frozenset({Role.LAB_TECHNICIAN})
