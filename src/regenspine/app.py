@@ -14,7 +14,7 @@ from regenspine.config import Settings, get_settings
 from regenspine.db import database_is_reachable, session_factory
 from regenspine.web import problems
 from regenspine.web.access_log import keep_query_strings_out_of_the_access_log
-from regenspine.web.middleware import BodySizeLimit, SecurityHeaders
+from regenspine.web.middleware import RequestLimits, SecurityHeaders
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.session_factory = session_factory(settings.database_url)
-    app.add_middleware(BodySizeLimit)  # inside SecurityHeaders: its refusals get the headers too
+    app.add_middleware(RequestLimits)  # inside SecurityHeaders: its refusals get the headers too
     app.add_middleware(SecurityHeaders)
     problems.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

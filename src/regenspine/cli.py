@@ -185,17 +185,22 @@ def demo(
 
 @app.command("backup")
 def backup_command(
-    out: Annotated[Path, typer.Option("--out", help="File to write the backup to.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="File to write the backup to (readable only by you).")
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it exists.")] = False,
 ) -> None:
     """Write a consistent backup of the database while the clinic keeps working."""
     from regenspine.backup import backup
 
     try:
-        info = backup(get_settings().database_url, out)
+        info = backup(get_settings().database_url, out, force=force)
     except DomainError as exc:
-        err.print(f"[red]{exc.message}[/red]")
+        err.print(f"[red]{escape(str(exc.message))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"[green]Backup written[/green]: {info.path} ({info.size_bytes} bytes)")
+    console.print(
+        f"[green]Backup written[/green]: {escape(str(info.path))} ({info.size_bytes} bytes)"
+    )
 
 
 @app.command("restore")
@@ -209,28 +214,86 @@ def restore_command(
     from regenspine.backup import restore
 
     try:
-        restore(get_settings().database_url, source, force=force)
+        info = restore(get_settings().database_url, source, force=force)
     except DomainError as exc:
-        err.print(f"[red]{exc.message}[/red]")
+        err.print(f"[red]{escape(str(exc.message))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
+    if info.needs_upgrade:
+        console.print(
+            f"[green]Restored[/green] a backup from an older schema ({info.revision}; this "
+            f"version runs on {info.head}). [bold]Run `regenspine db upgrade` before starting "
+            "RegenSpine[/bold], then `regenspine audit verify` to check the chain."
+        )
+        return
     console.print("[green]Restored.[/green] Run `regenspine audit verify` to check the chain.")
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain; exit 1 and name the first broken link if it was tampered with."""
-    from regenspine.audit import service as audit
+def audit_verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="SEQ:HASH",
+            help="A head printed by an earlier check and kept outside the database (or its "
+            "hash alone): exit 1 unless the chain still leads to it. Records deleted from the "
+            "end of the log show only this way.",
+        ),
+    ] = None,
+) -> None:
+    """Walk the hash chain; exit 1 and name the first broken link if it was tampered with.
+    Prints the head (the last record's number, time and hash) to keep outside the database."""
+    from sqlalchemy import exists, or_, select
 
-    with unit_of_work(session_factory(get_settings().database_url)) as session:
+    from regenspine.audit import chain
+    from regenspine.audit import service as audit
+    from regenspine.auth.models import User
+    from regenspine.db import DeferredWork, read_only_session
+    from regenspine.patients.models import Patient
+
+    try:
+        head = None if expect_head is None else chain.WrittenHead.parse(expect_head)
+    except ValueError as exc:
+        err.print(f"[red]--expect-head[/red]: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    factory = session_factory(get_settings().database_url)
+    # The walk reads the whole log and writes nothing. On SQLite it reads on a reader connection,
+    # in one WAL snapshot beside the writers: a transaction of the writers' pool would hold the
+    # write lock (BEGIN IMMEDIATE) until the walk ends, and every writer would wait. On
+    # PostgreSQL a transaction that only reads blocks no writer, and streams the log through a
+    # server-side cursor, which the readers' autocommit connections cannot hold.
+    sqlite = factory.kw["bind"].dialect.name == "sqlite"
+    reader = read_only_session(factory, DeferredWork()) if sqlite else factory()
+    with reader as session:
         result = audit.verify(session)
+        if not result.records:
+            holds = session.scalar(select(or_(exists(select(User.id)), exists(select(Patient.id)))))
+            result = chain.check_not_emptied(result, database_holds_records=bool(holds))
+    if head is not None:
+        result = chain.check_head(result, head)
     if result.intact:
         console.print(f"[green]Audit chain intact[/green]: {result.records} records.")
-        console.print(f"Head hash: {result.head_hash}")
+        if head is not None:
+            console.print(f"It still leads to the head written down: {head}", soft_wrap=True)
+        if result.head_at is not None:
+            console.print(
+                f"Head record: {result.head_seq}, written {result.head_at:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        console.print(f"Head hash: {result.head_hash}", soft_wrap=True)
+        console.print(
+            "Keep the head outside the database (a daily e-mail, a printed log book) and check "
+            "the log against it later; records deleted from its end show no other way:"
+        )
+        console.print(
+            f"  regenspine audit verify --expect-head {result.head_seq}:{result.head_hash}",
+            soft_wrap=True,
+        )
         return
     brk = result.first_break
     assert brk is not None
     err.print(f"[red]Audit chain BROKEN at record {brk.seq}[/red] ({brk.kind}): {brk.explanation}")
-    err.print(f"Last good head hash: {result.head_hash}")
+    err.print(f"Last good record: {result.head_seq}")
+    err.print(f"Last good head hash: {result.head_hash}", soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from regenspine.errors import InvalidInput, Message
+from regenspine.text import UNSTORABLE_MESSAGE, unstorable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -300,6 +303,24 @@ def deferred_work(session: Session) -> DeferredWork | None:
 def _refuse_flush_in_read_only(session: Session, _context: Any, _instances: Any) -> None:
     if _READ_ONLY_KEY in session.info and (session.new or session.dirty or session.deleted):
         raise WriteInReadOnlyTransaction("a read-only transaction tried to write rows")
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_unstorable_text(session: Session, _context: Any, _instances: Any) -> None:
+    """No record is written with text a database cannot store or a page cannot show.
+
+    The services check their fields with words of their own; this is the net under all of them,
+    so that the same input is refused the same way on SQLite and PostgreSQL and nothing of the
+    change is written (the whole flush is refused, before any statement).
+    """
+    errors: dict[str, Message] = {}
+    for instance in (*session.new, *session.dirty):
+        state = inspect(instance)
+        for attribute in state.mapper.column_attrs:
+            if attribute.key in state.dict and unstorable(state.dict[attribute.key]):
+                errors[attribute.key] = Message(UNSTORABLE_MESSAGE)
+    if errors:
+        raise InvalidInput(errors)
 
 
 @event.listens_for(Session, "do_orm_execute")

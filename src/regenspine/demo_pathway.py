@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from regenspine.auth.actor import Actor
+from regenspine.consultations.rules import BOOLEANS
 from regenspine.eligibility import service as eligibility
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes import consent
@@ -44,7 +45,7 @@ def _consultation(levels: Sequence[str], region: str, **changes: object) -> dict
         },
         "diagnoses": [{"condition": "disc_protrusion", "levels": [level], "side": None}],
         "target_levels": list(levels),
-    }
+    } | {flag: False for flag in BOOLEANS}
     if region == "cervical":
         data["diagnoses"] = [{"condition": "disc_herniation", "levels": [level], "side": None}]
     data.update(changes)

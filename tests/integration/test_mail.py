@@ -293,3 +293,44 @@ def test_mail_goes_only_to_a_server_whose_certificate_and_name_check_out(
         error = next(m.last_error for m in _outbox(factory) if m.subject == "Again") or ""
         assert "CERTIFICATE_VERIFY_FAILED" in error and "mismatch" in error
         assert box.received == []
+
+
+def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
+    staff, factory, database_url, inbox
+):
+    """An address with a line break (stored before addresses were checked) once stopped the
+    whole delivery with a traceback, and the message came back every run without an attempt
+    counted. Now it is one failed attempt, and the next message still goes out."""
+    with unit_of_work(factory) as s:
+        for recipient in ("ewa@clinic.example\r\nBcc: outsider@evil.example", "jan@clinic.ex"):
+            s.add(
+                OutboxMessage(recipient=recipient, subject="Notice", body="Hello", purpose="test")
+            )
+    report = mail.deliver_pending(factory, _settings(database_url, inbox.port))
+    assert (report.sent, report.failed) == (1, 1)
+    broken, good = _outbox(factory)
+    assert broken.attempts == 1 and broken.sent_at is None
+    assert "cannot be built" in (broken.last_error or "")
+    assert good.sent_at is not None
+    assert [to for to, _ in inbox.received] == [["jan@clinic.ex"]]
+
+
+@pytest.mark.parametrize(
+    "email", ["ewa@clinic.example\r\nBcc: outsider@evil.example", "no-at-sign", "a@b"]
+)
+def test_a_staff_account_with_an_address_that_is_not_one_is_refused(app, staff, factory, email):
+    admin = sign_in(app, "admin")
+    r = admin.post(
+        "/api/v1/users",
+        json={
+            "username": "ewa.nowak",
+            "full_name": "Ewa Nowak",
+            "role": "nurse",
+            "password": "a-quiet-lighthouse-by-the-fjord-7",
+            "email": email,
+        },
+    )
+    assert r.status_code == 422, r.text
+    assert "email address" in r.json()["errors"]["email"]
+    with factory() as s:
+        assert s.scalar(select(func.count(User.id)).where(User.username == "ewa.nowak")) == 0

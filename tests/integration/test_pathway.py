@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.permissions import Role
+from regenspine.consultations.models import Consultation
+from regenspine.consultations.rules import BOOLEANS
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes.models import Consent
 from regenspine.episodes.states import OWN_FORM_STEPS, Step
@@ -46,7 +48,7 @@ def good_consultation(**overrides):
         },
         "diagnoses": [{"condition": "disc_protrusion", "levels": ["L4-L5"], "side": None}],
         "target_levels": ["L4-L5"],
-    }
+    } | {flag: False for flag in BOOLEANS}
     data.update(overrides)
     return data
 
@@ -64,13 +66,16 @@ def episode(clients):
 
 
 def assess(clients, episode_id, consultation=None, flags=None, role=Role.DOCTOR, **extra):
+    body = {
+        "consultation": consultation or good_consultation(),
+        "red_flags": flags if flags is not None else no_red_flags(),
+        **extra,
+    }
+    # json.dumps escapes as a client in another language may: a lone surrogate travels.
     return clients(role).post(
         f"/api/v1/episodes/{episode_id}/assessment",
-        json={
-            "consultation": consultation or good_consultation(),
-            "red_flags": flags if flags is not None else no_red_flags(),
-            **extra,
-        },
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
     )
 
 
@@ -308,8 +313,6 @@ def test_a_step_with_a_form_of_its_own_cannot_be_taken_as_a_bare_step(
 def test_a_consent_for_other_levels_does_not_cover_the_procedure_day(clients, episode, factory):
     """Defence in depth: should the targeted levels ever differ from the consented ones, no
     procedure step may follow until the patient consents to the new levels."""
-    from regenspine.consultations.models import Consultation
-
     _consented(clients, episode)
     with factory() as s:
         latest = s.scalars(select(Consultation)).one()
@@ -444,3 +447,101 @@ def test_the_signed_consent_prints_the_exact_text_with_its_risks_and_signature(
     doc = current_document().render("en", ["L4-L5"], "lumbar")
     for risk in doc.risks:
         assert squeeze(risk.title) in flat, risk.id
+
+
+def _without(key):
+    data = good_consultation()
+    del data[key]
+    return data
+
+
+def _finding(**changes):
+    return good_consultation(
+        level_findings={"L4-L5": good_consultation()["level_findings"]["L4-L5"] | changes}
+    )
+
+
+@pytest.mark.parametrize(
+    ("consultation", "field", "words"),
+    [
+        # A contraindication is answered, never assumed "no".
+        (good_consultation(anticoagulant="Y"), "anticoagulant", "yes or no"),
+        (good_consultation(active_infection="tak"), "active_infection", "yes or no"),
+        (good_consultation(pregnancy=" yes"), "pregnancy", "yes or no"),
+        (good_consultation(active_malignancy="positive"), "active_malignancy", "yes or no"),
+        (_without("bleeding_disorder"), "bleeding_disorder", "yes or no"),
+        (_finding(annular_fissure="false"), "level_findings.L4-L5", "yes or no"),
+        # Numbers are not cut, rounded or taken from truth values.
+        (_finding(pfirrmann=3.9), "level_findings.L4-L5", "whole number"),
+        (good_consultation(pain_weeks=12.9), "pain_weeks", "whole number"),
+        (good_consultation(pain_weeks=True), "pain_weeks", "whole number"),
+        (good_consultation(bmi=True), "bmi", "number"),
+        (good_consultation(imaging_date="0001-01-01"), "imaging_date", "1900-01-01"),
+        (good_consultation(imaging_date=20260101), "imaging_date", "YYYY-MM-DD"),
+        (good_consultation(presenting_complaint={"a": 1}), "presenting_complaint", "text"),
+        # Text that no database can store is refused with words, not a server error.
+        (good_consultation(presenting_complaint="back\x00pain"), "presenting_complaint", "control"),
+        (good_consultation(medications="ibu\ud800profen"), "medications", "control"),
+        (good_consultation(target_levels=["\ud800"]), "target_levels", "is not a lumbar"),
+        (good_consultation(level_findings={"L\ud8004": {}}), "level_findings.?", "is not a"),
+    ],
+)
+def test_an_assessment_with_a_value_of_the_wrong_kind_is_refused_and_nothing_is_stored(
+    clients, episode, factory, consultation, field, words
+):
+    r = assess(clients, episode, consultation=consultation)
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    key = next(k for k in errors if k.endswith(field))
+    assert words in errors[key]
+    assert state(clients, episode) == "referred"
+    with factory() as s:
+        assert s.scalar(select(func.count(Consultation.id))) == 0
+
+
+@pytest.mark.parametrize("literal", ["1e309", "-1e309", "Infinity", "NaN"])
+def test_a_number_beyond_any_float_is_refused_not_a_server_error(clients, episode, literal):
+    body = json.dumps(
+        {"consultation": good_consultation(pain_weeks=0), "red_flags": no_red_flags()}
+    )
+    r = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/assessment",
+        content=body.replace('"pain_weeks": 0', f'"pain_weeks": {literal}'),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert "whole number" in next(v for k, v in r.json()["errors"].items() if "pain_weeks" in k)
+
+
+def test_text_longer_than_the_record_holds_is_refused_on_every_pathway_form(
+    clients, episode, factory
+):
+    """A 20,000-character signed name fitted no column on PostgreSQL (a server error), and
+    reasons of 200,000 characters were stored whole. The forms now hold what the API holds."""
+    assess(clients, episode)
+    coordinator = clients(Role.COORDINATOR)
+    scanned = coordinator.post(
+        f"/episodes/{episode}/consent",
+        data={
+            "method": "scanned_form",
+            "signed_name": "=HYPERLINK(" + "x" * 20_000,
+            "confirmed": "yes",
+            "language": "pl",
+        },
+        files={"scan": ("consent.pdf", b"%PDF-1.4 signed form", "application/pdf")},
+    )
+    assert scanned.status_code == 422 and "at most 200 characters" in scanned.text
+    _consented(clients, episode)
+    withdrawn = coordinator.post(
+        f"/episodes/{episode}/consent/withdraw", data={"reason": "w" * 200_001}
+    )
+    assert withdrawn.status_code == 422 and "at most 2000 characters" in withdrawn.text
+    cancelled = coordinator.post(
+        f"/episodes/{episode}/steps",
+        data={"step": "cancel", "target": "cancelled", "reason": "c" * 300_000},
+    )
+    assert cancelled.status_code == 422 and "at most 2000 characters" in cancelled.text
+    assert state(clients, episode) == "consented"
+    with factory() as s:
+        [consent] = s.scalars(select(Consent)).all()
+        assert consent.withdrawn_at is None and len(consent.signed_name) < 200

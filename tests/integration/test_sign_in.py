@@ -60,6 +60,37 @@ def test_lock_expires_after_the_window(app, staff, monkeypatch):
     assert _login(client, "nurse", PASSWORD).status_code == 303
 
 
+def test_signing_in_to_ones_own_account_does_not_clear_the_guesses_at_others(app, staff, factory):
+    """ASVS 5.0 V6.3.1: failures from an address were counted only since the last successful
+    sign-in from it, by anyone, so a guesser with one valid password could sign in to their own
+    account between rounds and guess on without end. Now only the account that signed in has
+    its own failures from that address forgiven (a colleague's typo)."""
+    guesser = browser_client(app)
+    assert _login(guesser, "nurse", "wrong-password-123").status_code == 401
+    assert _login(browser_client(app), "nurse", PASSWORD).status_code == 303  # forgiven
+    for n in range(7):  # 28 guesses, four per name: no single name locks
+        for _ in range(4):
+            assert _login(guesser, f"guess-{n}", "wrong-password-123").status_code == 401
+    assert _login(browser_client(app), "doctor", PASSWORD).status_code == 303  # the guesser's own
+    for _ in range(2):  # the 29th and 30th guess from the address
+        assert _login(guesser, "guess-7", "wrong-password-123").status_code == 401
+    assert _login(browser_client(app), "physiotherapist", PASSWORD).status_code == 401
+    with factory() as s:
+        last = s.scalars(
+            select(AuditRecord)
+            .where(AuditRecord.action == "auth.login_failed")
+            .order_by(AuditRecord.id.desc())
+            .limit(1)
+        ).one()
+    assert (last.entity_id, json.loads(last.detail)["reason"]) == ("physiotherapist", "locked")
+
+
+def test_a_sign_in_name_with_a_control_character_is_an_ordinary_failure(app, staff, factory):
+    """PostgreSQL cannot compare a name holding NUL: it once answered 500."""
+    r = _login(browser_client(app), "nurse\x00", PASSWORD)
+    assert r.status_code == 401 and "Sign-in failed" in r.text
+
+
 def test_unknown_user_gets_the_same_message_as_a_wrong_password(app, staff):
     client = browser_client(app)
     unknown = _login(client, "nobody-here", "whatever-password-1")
@@ -313,6 +344,36 @@ def test_api_token_is_limited_to_its_scopes_and_stops_working_when_revoked(app, 
     assert too_wide.status_code == 422
     assert browser.delete(f"/api/v1/tokens/{created.json()['id']}").status_code == 204
     assert api.get("/api/v1/patients").status_code == 401
+
+
+def test_a_token_of_any_scope_cannot_manage_tokens_or_reach_the_account_pages(app, staff, factory):
+    """ASVS 5.0 V8.2.1: a token scoped to the catalogue listed and revoked its owner's other
+    tokens, and on /account/mfa read a fresh two-step secret (/account answered 500). The
+    account pages are for the person in a browser; tokens are managed there."""
+    browser = sign_in(app, "doctor")
+    made = [
+        browser.post("/api/v1/tokens", json={"name": name, "scopes": ["catalog:read"]}).json()
+        for name in ("catalogue reader", "practice system")
+    ]
+    api = browser_client(app)
+    api.headers["Authorization"] = f"Bearer {made[0]['token']}"
+    assert api.get("/api/v1/catalog/conditions").status_code == 200  # the scope still works
+    listed = api.get("/api/v1/tokens")
+    assert listed.status_code == 403 and "account page" in listed.json()["detail"]
+    assert api.delete(f"/api/v1/tokens/{made[1]['id']}").status_code == 403
+    for path in ("/account", "/account/mfa"):
+        r = api.get(path, follow_redirects=False)
+        assert (r.status_code, r.headers.get("location")) == (303, "/login"), path
+    r = api.post("/account/password", data={"current_password": PASSWORD}, follow_redirects=False)
+    assert r.status_code in (303, 403), r.text
+    with factory() as s:
+        doctor = s.scalars(select(User).where(User.username == "doctor")).one()
+        assert doctor.mfa_secret is None
+        tokens = s.scalars(select(ApiToken).where(ApiToken.user_id == doctor.id)).all()
+        assert [t.revoked_at for t in tokens] == [None, None]
+    # The owner, signed in, still lists and revokes them.
+    assert len(browser.get("/api/v1/tokens").json()) == 2
+    assert browser.delete(f"/api/v1/tokens/{made[1]['id']}").status_code == 204
 
 
 def test_tokens_are_stored_only_as_hashes(app, staff, factory):

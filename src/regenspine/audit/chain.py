@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from regenspine.errors import N_
 
 GENESIS_HASH = "0" * 64
 
@@ -74,6 +77,7 @@ class BreakKind(StrEnum):
     INSERTED = "inserted"  # a record appears that the chain does not lead to
     REORDERED = "reordered"  # records are valid but out of their original order
     BROKEN_LINK = "broken_link"  # the link to the previous record does not match
+    HEAD_MISSING = "head_missing"  # a head written down outside the database is not in the chain
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,11 @@ class VerifyResult:
     records: int
     head_hash: str
     first_break: ChainBreak | None
+    # The last record that verified (0 and None: none did).
+    head_seq: int = 0
+    head_at: datetime | None = None
+    # Every record that verified, by its hash: where a head written down earlier stands now.
+    seqs_by_hash: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def intact(self) -> bool:
@@ -96,23 +105,29 @@ class VerifyResult:
 
 
 def verify_chain(entries: Iterable[ChainEntry]) -> VerifyResult:
-    """Walks entries in sequence order and reports the first broken link."""
+    """Walks entries in sequence order and reports the first broken link.
+
+    Records deleted from the end of the log leave a shorter chain that is intact: only a head
+    written down outside the database shows them (see check_head)."""
     expected_seq = 1
     prev_hash = GENESIS_HASH
+    head_at: datetime | None = None
     count = 0
     seen_hashes: dict[str, int] = {}
+
+    def broken(brk: ChainBreak) -> VerifyResult:
+        return VerifyResult(count, prev_hash, brk, expected_seq - 1, head_at, seen_hashes)
+
     for entry in entries:
         count += 1
         if compute_hash(entry.prev_hash, entry) != entry.hash:
-            return VerifyResult(
-                count,
-                prev_hash,
+            return broken(
                 ChainBreak(
                     entry.seq,
                     entry.row_id,
                     BreakKind.EDITED,
                     f"record {entry.seq} was changed after it was written",
-                ),
+                )
             )
         if entry.seq != expected_seq:
             if entry.seq > expected_seq:
@@ -122,7 +137,7 @@ def verify_chain(entries: Iterable[ChainEntry]) -> VerifyResult:
                 )
             else:
                 kind, why = BreakKind.INSERTED, f"record {entry.seq} appears twice or out of place"
-            return VerifyResult(count, prev_hash, ChainBreak(entry.seq, entry.row_id, kind, why))
+            return broken(ChainBreak(entry.seq, entry.row_id, kind, why))
         if entry.prev_hash != prev_hash:
             if entry.prev_hash in seen_hashes:
                 kind, why = (
@@ -140,8 +155,87 @@ def verify_chain(entries: Iterable[ChainEntry]) -> VerifyResult:
                         "a record was inserted or replaced"
                     ),
                 )
-            return VerifyResult(count, prev_hash, ChainBreak(entry.seq, entry.row_id, kind, why))
+            return broken(ChainBreak(entry.seq, entry.row_id, kind, why))
         seen_hashes[entry.hash] = entry.seq
         prev_hash = entry.hash
+        head_at = entry.at
         expected_seq += 1
-    return VerifyResult(count, prev_hash, None)
+    return VerifyResult(count, prev_hash, None, expected_seq - 1, head_at, seen_hashes)
+
+
+WRITTEN_HEAD_FORMAT = N_(
+    "Write the head as the record's number, a colon and the hash (64 characters, 0-9 and a-f), "
+    "e.g. 41:3f9a…; or as the hash alone."
+)
+
+
+@dataclass(frozen=True)
+class WrittenHead:
+    """A head of the chain that an auditor wrote down outside the database: its hash, and its
+    record's number if they noted it. Nothing kept in the database can show that records were
+    deleted from the end of the log (whoever deletes them can rewrite any mark kept beside
+    them); a head kept elsewhere can, since the chain must still lead to it."""
+
+    hash: str
+    seq: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> WrittenHead:
+        """`SEQ:HASH` as `audit verify` prints it, or the hash alone; ValueError otherwise."""
+        match = re.fullmatch(r"\s*(?:(\d{1,18})\s*:\s*)?([0-9a-fA-F]{64})\s*", text)
+        if match is None:
+            raise ValueError(WRITTEN_HEAD_FORMAT)
+        seq, digest = match.groups()
+        return cls(digest.lower(), int(seq) if seq else None)
+
+    def __str__(self) -> str:
+        return self.hash if self.seq is None else f"{self.seq}:{self.hash}"
+
+
+def check_head(result: VerifyResult, head: WrittenHead) -> VerifyResult:
+    """The result, broken unless the chain still leads to `head`: the record with that hash is
+    at its place (the number written down, if any) and every record up to it verified."""
+    if not result.intact:
+        return result  # the first break comes first, wherever the head is
+    found = 0 if head.hash == GENESIS_HASH else result.seqs_by_hash.get(head.hash)
+    if found is not None and head.seq in (None, found):
+        return result
+    short = f"{head.hash[:16]}…"
+    if found is not None and head.seq is not None:
+        seq, why = (
+            head.seq,
+            f"the hash written down ({short}) is record {found}'s, not record {head.seq}'s: "
+            "check the head that was written down",
+        )
+    elif head.seq is not None and head.seq <= result.head_seq:
+        seq, why = (
+            head.seq,
+            f"record {head.seq} is not the one written down outside the database "
+            f"({short}): the log was rewritten from there on, or replaced by another copy",
+        )
+    else:
+        written = short if head.seq is None else f"record {head.seq}, {short}"
+        seq, why = (
+            result.head_seq + 1,
+            f"the log ends at record {result.head_seq}, and the head written down outside the "
+            f"database ({written}) is not in it: records were deleted from the end of the log, "
+            "or it was replaced by another copy",
+        )
+    return replace(result, first_break=ChainBreak(seq, None, BreakKind.HEAD_MISSING, why))
+
+
+def check_not_emptied(result: VerifyResult, *, database_holds_records: bool) -> VerifyResult:
+    """An empty chain verifies; but creating a staff account or registering a patient writes
+    an audit record, so an empty log beside them was emptied."""
+    if result.records or not database_holds_records:
+        return result
+    return replace(
+        result,
+        first_break=ChainBreak(
+            1,
+            None,
+            BreakKind.MISSING,
+            "the log is empty, but the database holds staff accounts or patients, whose "
+            "creation was recorded: its records were deleted",
+        ),
+    )

@@ -13,6 +13,7 @@ from regenspine.audit import service
 from regenspine.audit.api import csv_response
 from regenspine.auth.permissions import Permission
 from regenspine.patients.rules import parse_date
+from regenspine.text import plain_number
 from regenspine.web.security import Db, PageActor, page_requires
 from regenspine.web.templating import render
 
@@ -23,7 +24,7 @@ def _filter(
     patient_id: str, username: str, action: str, date_from: str, date_to: str
 ) -> tuple[service.AuditFilter, dict[str, str]]:
     errors: dict[str, str] = {}
-    pid = int(patient_id) if patient_id.strip().isdigit() else None
+    pid = int(patient_id) if plain_number(patient_id.strip()) else None
     if patient_id.strip() and pid is None:
         errors["patient_id"] = "patient"
 

@@ -14,6 +14,7 @@ from typing import Any, TypedDict, Unpack
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
+from regenspine.audit import chain
 from regenspine.audit.chain import (
     GENESIS_HASH,
     ChainEntry,
@@ -198,12 +199,18 @@ def _within_limit(session: Session, actor: Actor, limit: UseLimit) -> None:
         )
 
 
-def verify_for(session: Session, actor: Actor) -> VerifyResult:
-    """An auditor's check of the whole chain, itself recorded in the log (after the records it
-    checked) with its result."""
+def verify_for(
+    session: Session, actor: Actor, head: chain.WrittenHead | None = None
+) -> VerifyResult:
+    """An auditor's check of the whole chain, and with `head` that it still leads to a head
+    written down earlier; itself recorded in the log (after the records it checked) with the
+    result of all of it."""
     actor.require(Permission.AUDIT_READ)
     _within_limit(session, actor, VERIFY_LIMIT)
-    result = verify(session)
+    # The account asking exists, and its creation was recorded: an empty log was emptied.
+    result = chain.check_not_emptied(verify(session), database_holds_records=True)
+    if head is not None:
+        result = chain.check_head(result, head)
     brk = result.first_break
     record(
         session,
@@ -234,7 +241,7 @@ def _filtered(query: Select[Any], flt: AuditFilter) -> Select[Any]:
         query = query.where(AuditRecord.action.startswith(flt.action.strip()))
     if flt.date_from:
         query = query.where(AuditRecord.at >= datetime.combine(flt.date_from, time(), UTC))
-    if flt.date_to:
+    if flt.date_to and flt.date_to < date.max:  # "to 9999-12-31" is no upper bound at all
         end = datetime.combine(flt.date_to + timedelta(days=1), time(), UTC)
         query = query.where(AuditRecord.at < end)
     return query

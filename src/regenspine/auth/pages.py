@@ -13,6 +13,7 @@ from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
 from regenspine.db import utcnow
 from regenspine.errors import DomainError, InvalidInput, PermissionDenied
 from regenspine.i18n import LANGUAGE_COOKIE, LANGUAGES
+from regenspine.text import plain_number
 from regenspine.web.boundary import client_ip, refusable, request_actor
 from regenspine.web.cookies import SESSION_COOKIE, cookie_kwargs, cookie_name, forget_session
 from regenspine.web.openapi import RowId
@@ -274,7 +275,7 @@ def create_token(
     """Shows the new token's secret in the answer to the form, the only time it is shown; the
     form's one-time key keeps a reload of that answer from making a second token."""
     scopes = [s for s in _form_list(request, "scopes")]
-    days = int(days_valid) if days_valid.strip().isdigit() and len(days_valid) < 5 else 0
+    days = int(days_valid) if plain_number(days_valid.strip(), 4) else 0
     try:
         with refusable(db, actor):
             token, secret = service.create_api_token(db, actor, name, scopes, days, form_key)
@@ -293,7 +294,7 @@ def _form_list(request: Request, key: str) -> list[str]:
 
 
 @router.post("/account/tokens/{token_id}/revoke")
-def revoke_token(token_id: int, db: Db, actor: AccountActor) -> Response:
+def revoke_token(token_id: RowId, db: Db, actor: AccountActor) -> Response:
     service.revoke_api_token(db, actor, token_id)
     return RedirectResponse("/account", status_code=303)
 
@@ -359,7 +360,7 @@ def update_user(
     request: Request,
     db: Db,
     actor: PageActor,
-    user_id: int,
+    user_id: RowId,
     role: FormStr = "",
     is_active: FormStr = "",
 ) -> Response:

@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from regenspine.audit import service as audit
 from regenspine.audit.models import AuditRecord
@@ -52,6 +52,7 @@ from regenspine.errors import (
     RefusalRecord,
     TooManyAttempts,
 )
+from regenspine.text import EMAIL_PATTERN, unstorable
 
 # Refusals that are not worth an audit record each (anyone may send them, as fast as they like)
 # but that an operator watching for misuse needs: the application log, as warnings.
@@ -123,25 +124,27 @@ def _lifetime() -> SessionLifetime:
 
 def _recent_failures(
     session: Session,
-    column: str,
-    value: str,
+    account: str,
     since: datetime,
     failed: str = LOGIN_FAILED,
     succeeded: str = LOGIN_SUCCEEDED,
 ) -> int:
-    """`failed` audit records for the account (or address) within the window, counted since
-    its last `succeeded` one. Second-step codes are counted from the last complete sign-in
+    """`failed` audit records for the account within the window, counted since its last
+    `succeeded` one. Second-step codes are counted from the last complete sign-in
     (MFA_PASSED), not from a correct password (ASVS V6.3.1): whoever knows the password could
     otherwise sign in again and again to guess codes without end."""
-    col = AuditRecord.entity_id if column == "account" else AuditRecord.source_ip
     last_success = session.scalar(
-        select(func.max(AuditRecord.at)).where(AuditRecord.action == succeeded, col == value)
+        select(func.max(AuditRecord.at)).where(
+            AuditRecord.action == succeeded, AuditRecord.entity_id == account
+        )
     )
     start = max(since, last_success) if last_success else since
     return (
         session.scalar(
             select(func.count(AuditRecord.id)).where(
-                AuditRecord.action == failed, col == value, AuditRecord.at > start
+                AuditRecord.action == failed,
+                AuditRecord.entity_id == account,
+                AuditRecord.at > start,
             )
         )
         or 0
@@ -155,8 +158,37 @@ def _sign_in_failures(
     rules.sign_in_locked)."""
     since = now - policy.window
     return (
-        _recent_failures(session, "account", account, since),
-        _recent_failures(session, "ip", source_ip, since),
+        _recent_failures(session, account, since),
+        _recent_failures_from_address(session, source_ip, since),
+    )
+
+
+def _recent_failures_from_address(session: Session, source_ip: str, since: datetime) -> int:
+    """Failed sign-ins from the address within the window, but for those of an account that
+    has since signed in from the same address: a colleague's typo is forgiven by their own
+    success, an attacker's guesses at other accounts are not forgiven by the attacker signing
+    in to their own (ASVS V6.3.1)."""
+    success = aliased(AuditRecord)
+    forgiven = (
+        select(success.id)
+        .where(
+            success.action == LOGIN_SUCCEEDED,
+            success.entity_id == AuditRecord.entity_id,
+            success.source_ip == source_ip,
+            success.at > AuditRecord.at,
+        )
+        .exists()
+    )
+    return (
+        session.scalar(
+            select(func.count(AuditRecord.id)).where(
+                AuditRecord.action == LOGIN_FAILED,
+                AuditRecord.source_ip == source_ip,
+                AuditRecord.at > since,
+                ~forgiven,
+            )
+        )
+        or 0
     )
 
 
@@ -265,7 +297,12 @@ def sign_in(
     username = username.strip().lower()[:150]
     now = utcnow()
     policy = _throttle_policy()
-    user = session.scalar(select(User).where(User.username == username))
+    # A name with a control character matches no account (and PostgreSQL could not compare it).
+    user = (
+        None
+        if unstorable(username)
+        else session.scalar(select(User).where(User.username == username))
+    )
     account = username if user is not None else unknown_account_key(username)
     if sign_in_locked(*_sign_in_failures(session, account, source_ip, policy, now), policy):
         raise _failed(account, "locked")
@@ -482,7 +519,7 @@ def complete_mfa(
     user = active.user
     policy = _throttle_policy()
     failures = _recent_failures(
-        session, "account", user.username, utcnow() - policy.window, MFA_FAILED, MFA_PASSED
+        session, user.username, utcnow() - policy.window, MFA_FAILED, MFA_PASSED
     )
     if failures >= policy.max_failures_per_account:
         # Checked before the code, so that even the right code is refused while locked: the
@@ -817,6 +854,9 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
         errors["role"] = Message(N_("Choose one of the listed roles."))
     if data.language not in ("pl", "en"):
         errors["language"] = Message(N_("Choose Polish or English."))
+    email = (data.email or "").strip() or None
+    if email is not None and (len(email) > 254 or not EMAIL_PATTERN.match(email)):
+        errors["email"] = Message(N_("Enter an email address like name@example.com."))
     strength = password_strength(data.password, username, full_name)
     if not strength.acceptable:
         errors["password"] = strength.problems[0]
@@ -826,7 +866,7 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
     user = User(
         username=username,
         full_name=full_name,
-        email=(data.email or "").strip() or None,
+        email=email,
         role=data.role,
         language=data.language,
         created_at=now,
@@ -1110,7 +1150,17 @@ def create_api_token(
     return token, secret
 
 
+def _refuse_token_holder(actor: Actor) -> None:
+    """Tokens are managed by their owner, signed in; a token of any scope may not list its
+    owner's other tokens or revoke them (ASVS V8.2.1)."""
+    if actor.via_token:
+        raise PermissionDenied(
+            Message(N_("API tokens are managed on the account page, signed in, not with a token."))
+        )
+
+
 def list_api_tokens(session: Session, actor: Actor) -> list[ApiToken]:
+    _refuse_token_holder(actor)
     return list(
         session.scalars(
             select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id.desc())
@@ -1119,6 +1169,7 @@ def list_api_tokens(session: Session, actor: Actor) -> list[ApiToken]:
 
 
 def revoke_api_token(session: Session, actor: Actor, token_id: int) -> None:
+    _refuse_token_holder(actor)
     token = session.get(ApiToken, token_id)
     if token is None or token.user_id != actor.user_id:
         raise NotFound(Message(N_("This API token does not exist.")))

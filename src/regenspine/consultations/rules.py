@@ -10,6 +10,7 @@ from typing import Any
 
 from regenspine.catalog.conditions import ConditionCatalogue, levels_for_region
 from regenspine.errors import N_, InvalidInput, Message
+from regenspine.text import UNSTORABLE_MESSAGE, unstorable
 
 MODALITIES = ("mri", "ct", "xray")
 HERNIATION = ("none", "bulge", "protrusion", "extrusion", "sequestration")
@@ -17,6 +18,7 @@ MODIC = ("none", "1", "2", "3")
 STENOSIS = ("none", "mild", "moderate", "severe")
 SIDES = ("left", "right", "bilateral")
 TEXT_MAX = 2000
+EARLIEST_IMAGING = date(1900, 1, 1)
 
 # The words shown for stored values; the values themselves stay in English in the database.
 VALUE_LABELS: dict[str, str] = {
@@ -38,6 +40,12 @@ REGION_LABELS: dict[str, str] = {
     "thoracic": N_("thoracic"),
     "spinal": N_("spinal"),
 }
+
+
+def _shown(raw: Any) -> str:
+    """A value as text that is safe to compare and to quote back in a refusal: anything that is
+    not plain storable text becomes "?", which matches no allowed value."""
+    return raw if isinstance(raw, str) and not unstorable(raw) and len(raw) <= 100 else "?"
 
 
 def _region(name: str) -> Message:
@@ -121,13 +129,16 @@ BOOLEANS = (
 
 
 def _int(raw: Any, key: str, lo: int, hi: int, errors: dict[str, Message]) -> int | None:
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
+    # A whole number, or the digits of one from a form; never a truth value (True is 1 in
+    # Python), never a fraction silently cut off, never more digits than any bound needs.
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        raw = int(raw.strip()) if len(raw.strip()) <= 9 else hi + 1
+    if isinstance(raw, bool) or not isinstance(raw, int):
         errors[key] = Message(N_("Enter a whole number."))
         return None
+    value = raw
     if not lo <= value <= hi:
         errors[key] = Message(N_("Enter a number from %(lo)s to %(hi)s."), lo=lo, hi=hi)
         return None
@@ -135,21 +146,30 @@ def _int(raw: Any, key: str, lo: int, hi: int, errors: dict[str, Message]) -> in
 
 
 def _float(raw: Any, key: str, lo: float, hi: float, errors: dict[str, Message]) -> float | None:
-    if raw in (None, ""):
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str) or len(str(raw)) > 20:
+        errors[key] = Message(N_("Enter a number."))
         return None
     try:
         value = float(str(raw).replace(",", "."))
-    except (TypeError, ValueError):
+    except ValueError:
         errors[key] = Message(N_("Enter a number."))
         return None
-    if not lo <= value <= hi:
+    if not lo <= value <= hi:  # also refuses NaN and infinity
         errors[key] = Message(N_("Enter a number from %(lo)s to %(hi)s."), lo=lo, hi=hi)
         return None
     return value
 
 
 def _text(raw: Any, key: str, errors: dict[str, Message], required: bool = False) -> str | None:
-    value = "" if raw is None else str(raw).strip()
+    if raw is not None and not isinstance(raw, str):
+        errors[key] = Message(N_("Enter this as text."))
+        return None
+    value = "" if raw is None else raw.strip()
+    if unstorable(value):
+        errors[key] = Message(UNSTORABLE_MESSAGE)
+        return None
     if required and not value:
         errors[key] = Message(N_("This field is required."))
     if len(value) > TEXT_MAX:
@@ -163,7 +183,7 @@ def _levels(
     if raw in (None, ""):
         return ()
     items = raw if isinstance(raw, list | tuple) else str(raw).replace(";", ",").split(",")
-    levels = tuple(dict.fromkeys(str(x).strip().upper() for x in items if str(x).strip()))
+    levels = tuple(dict.fromkeys(_shown(x).strip().upper() for x in items if _shown(x).strip()))
     wrong = [lv for lv in levels if lv not in allowed]
     if wrong:
         errors[key] = Message(
@@ -190,9 +210,10 @@ def validate_consultation(
     complaint = _text(raw.get("presenting_complaint"), "presenting_complaint", errors, True)
     flags = {}
     for key in BOOLEANS:
-        value = raw.get(key, False)
-        if isinstance(value, str):
-            value = value.lower() in ("1", "true", "yes", "on")
+        # A contraindication is answered, never assumed: a missing answer, or "Y", "tak" or
+        # "positive" where true or false belongs, is refused rather than stored as "no".
+        # (The assessment form turns its unticked boxes into false itself.)
+        value = raw.get(key)
         if not isinstance(value, bool):
             errors[key] = Message(N_("Answer yes or no."))
             value = False
@@ -203,12 +224,19 @@ def validate_consultation(
     imaging_date = None
     if raw.get("imaging_date"):
         try:
-            imaging_date = date.fromisoformat(str(raw["imaging_date"]))
+            if not isinstance(raw["imaging_date"], str):
+                raise ValueError
+            imaging_date = date.fromisoformat(raw["imaging_date"])
         except ValueError:
             errors["imaging_date"] = Message(N_("Enter the date as YYYY-MM-DD."))
         else:
             if imaging_date > today:
                 errors["imaging_date"] = Message(N_("The imaging date cannot be in the future."))
+            elif imaging_date < EARLIEST_IMAGING:
+                errors["imaging_date"] = Message(
+                    N_("The imaging date cannot be before %(date)s."),
+                    date=EARLIEST_IMAGING.isoformat(),
+                )
 
     findings: dict[str, LevelFinding] = {}
     raw_findings = raw.get("level_findings") or {}
@@ -216,7 +244,7 @@ def validate_consultation(
         errors["level_findings"] = Message(N_("Imaging findings must be given per level."))
         raw_findings = {}
     for level, data in raw_findings.items():
-        level = str(level).strip().upper()
+        level = _shown(level).strip().upper()
         key = f"level_findings.{level}"
         if level not in region_levels:
             errors[key] = Message(
@@ -231,16 +259,20 @@ def validate_consultation(
             errors[key] = Message(N_("Imaging findings must be given per level."))
             continue
         pf = _int(data.get("pfirrmann"), key, 1, 5, errors)
-        herniation = str(data.get("herniation") or "none")
-        modic = str(data.get("modic") or "none")
-        stenosis = str(data.get("stenosis") or "none")
+        herniation = data.get("herniation") or "none"
+        modic = data.get("modic") or "none"
+        stenosis = data.get("stenosis") or "none"
         if herniation not in HERNIATION or modic not in MODIC or stenosis not in STENOSIS:
             errors[key] = Message(
                 N_("Choose the listed values for herniation, Modic change and stenosis.")
             )
+        fissure = data.get("annular_fissure", False)
+        if not isinstance(fissure, bool):
+            errors[key] = Message(N_("Answer yes or no."))
+            fissure = False
         loss = _float(data.get("disc_height_loss_percent"), key, 0, 100, errors)
         findings[level] = LevelFinding(
-            pf, herniation, bool(data.get("annular_fissure")), modic, stenosis, loss
+            pf, str(herniation), fissure, str(modic), str(stenosis), loss
         )
 
     diagnoses: list[Diagnosis] = []
@@ -253,7 +285,7 @@ def validate_consultation(
         if not isinstance(item, Mapping):
             errors[key] = Message(N_("Choose a condition from the catalogue."))
             continue
-        code = str(item.get("condition") or "")
+        code = _shown(item.get("condition") or "")
         try:
             condition = catalogue.get(code)
         except KeyError:
@@ -274,7 +306,7 @@ def validate_consultation(
             errors[key] = Message(
                 N_("%(condition)s is recorded without a spinal level."), condition=label
             )
-        side = str(item.get("side") or "") or None
+        side = _shown(item.get("side") or "") or None
         if condition.side_applies and side not in SIDES:
             errors[key] = Message(
                 N_("%(condition)s needs the side: left, right or bilateral."), condition=label

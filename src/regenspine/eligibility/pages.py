@@ -16,8 +16,9 @@ from regenspine.eligibility import service
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes import service as episodes
 from regenspine.episodes.pages import act_on_episode
-from regenspine.errors import DomainError, InvalidInput
+from regenspine.errors import DomainError, InvalidInput, PermissionDenied
 from regenspine.web.boundary import refusable
+from regenspine.web.openapi import RowId
 from regenspine.web.security import Db, PageActor, PostedForm, page_requires
 from regenspine.web.templating import render
 
@@ -83,13 +84,22 @@ def _form_page(
     request: Request,
     db: Db,
     actor: PageActor,
-    episode_id: int,
+    episode_id: RowId,
     values: dict[str, Any] | None = None,
     errors: dict[str, Any] | None = None,
     status: int = 200,
 ) -> Response:
     episode = episodes.get_episode(db, actor, episode_id)
     patient = db.get(episodes.patients.Patient, episode.patient_id)
+    # The form shows the whole consultation: a read of the record like the episode page.
+    episodes.audit.record(
+        db,
+        actor,
+        "consultation.read",
+        entity_type="episode",
+        entity_id=episode.id,
+        patient_id=episode.patient_id,
+    )
     previous = latest_consultation(db, episode.id)
     if values is None and previous is not None:
         values = {k: getattr(previous, k) for k in TEXTS + FLAGS}
@@ -126,14 +136,14 @@ def _form_page(
 
 
 @router.get("/episodes/{episode_id}/assess", response_class=HTMLResponse)
-def assess_form(request: Request, db: Db, actor: PageActor, episode_id: int) -> Response:
+def assess_form(request: Request, db: Db, actor: PageActor, episode_id: RowId) -> Response:
     actor.require(Permission.CONSULTATION_RECORD)
     return _form_page(request, db, actor, episode_id)
 
 
 @router.post("/episodes/{episode_id}/assess", response_class=HTMLResponse)
 def assess(
-    request: Request, db: Db, actor: PageActor, episode_id: int, form: PostedForm
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, form: PostedForm
 ) -> Response:
     episode = episodes.get_episode(db, actor, episode_id)
     raw, answers = consultation_from_form(form, episode.region)
@@ -147,6 +157,8 @@ def assess(
                 answers,
                 change_reason=str(form.get("change_reason") or "") or None,
             )
+    except PermissionDenied:
+        raise  # the error page; never the form with the record to someone refused
     except InvalidInput as exc:
         values = raw | {"prior_fusion_levels": raw["prior_fusion_levels"], "answers": answers}
         return _form_page(request, db, actor, episode_id, values, exc.field_errors, 422)
@@ -165,7 +177,7 @@ def assess(
 
 @router.post("/episodes/{episode_id}/override", response_class=HTMLResponse)
 def override(
-    request: Request, db: Db, actor: PageActor, episode_id: int, justification: FormStr = ""
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, justification: FormStr = ""
 ) -> Response:
     return act_on_episode(
         request,
@@ -178,7 +190,7 @@ def override(
 
 @router.post("/episodes/{episode_id}/clear-red-flag", response_class=HTMLResponse)
 def clear_red_flag(
-    request: Request, db: Db, actor: PageActor, episode_id: int, note: FormStr = ""
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, note: FormStr = ""
 ) -> Response:
     return act_on_episode(
         request, db, actor, episode_id, lambda: service.clear_red_flag(db, actor, episode_id, note)

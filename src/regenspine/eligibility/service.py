@@ -31,6 +31,7 @@ from regenspine.episodes.states import EpisodeState, Step
 from regenspine.errors import N_, Conflict, InvalidInput, Message, RefusalRecord
 
 MIN_JUSTIFICATION = 30
+REASON_MAX = episodes.REASON_MAX
 DECISION_STATE = {
     Decision.ELIGIBLE: EpisodeState.ELIGIBLE,
     Decision.NOT_ELIGIBLE: EpisodeState.NOT_ELIGIBLE,
@@ -243,6 +244,7 @@ def override(
                 )
             }
         )
+    _refuse_too_long("justification", text)
     decision.overridden_by = actor.user_id
     decision.overridden_by_name = actor.full_name or actor.username
     decision.override_justification = text
@@ -258,6 +260,13 @@ def override(
     )
     episodes.advance(session, actor, episode.id, Step.OVERRIDE, EpisodeState.ELIGIBLE, reason=text)
     return decision
+
+
+def _refuse_too_long(field: str, text: str) -> None:
+    if len(text) > REASON_MAX:
+        raise InvalidInput(
+            {field: Message(N_("This field may have at most %(max)d characters."), max=REASON_MAX)}
+        )
 
 
 def clear_red_flag(session: Session, actor: Actor, episode_id: int, note: str) -> None:
@@ -277,6 +286,7 @@ def clear_red_flag(session: Session, actor: Actor, episode_id: int, note: str) -
                 )
             }
         )
+    _refuse_too_long("note", text)
     screening.cleared_at = utcnow()
     screening.cleared_by = actor.user_id
     screening.clearance_note = text

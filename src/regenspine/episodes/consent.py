@@ -19,6 +19,7 @@ from regenspine.errors import N_, Conflict, InvalidInput, Message
 from regenspine.patients.models import Patient
 
 MAX_SCAN_BYTES = 5 * 1024 * 1024
+SIGNED_NAME_MAX = 200  # the column's size
 # Magic numbers, not the browser's word: a renamed file is refused.
 SIGNATURES = {
     "application/pdf": (b"%PDF-",),
@@ -80,7 +81,11 @@ def record_consent(
         errors["confirmed"] = Message(
             N_("The patient must confirm every statement of the consent form.")
         )
-    if method == "tablet_signature" and not _same_name(signed_name, patient):
+    if len(signed_name) > SIGNED_NAME_MAX:
+        errors["signed_name"] = Message(
+            N_("This field may have at most %(max)d characters."), max=SIGNED_NAME_MAX
+        )
+    elif method == "tablet_signature" and not _same_name(signed_name, patient):
         errors["signed_name"] = Message(
             N_("The patient types their own full name as registered (%(name)s)."),
             name=f"{patient.given_name} {patient.family_name}",
@@ -165,6 +170,14 @@ def withdraw_consent(session: Session, actor: Actor, episode_id: int, reason: st
     text = reason.strip()
     if len(text) < 5:
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})
+    if len(text) > episodes.REASON_MAX:
+        raise InvalidInput(
+            {
+                "reason": Message(
+                    N_("This field may have at most %(max)d characters."), max=episodes.REASON_MAX
+                )
+            }
+        )
     consent.withdrawn_at = utcnow()
     consent.withdrawn_reason = text
     consent.withdrawn_recorded_by = actor.user_id

@@ -23,6 +23,7 @@ from regenspine.episodes.states import (
 )
 from regenspine.errors import N_, DomainError, InvalidInput, Message
 from regenspine.web.boundary import refusable
+from regenspine.web.openapi import RowId
 from regenspine.web.security import Db, PageActor, PostedForm, page_requires
 from regenspine.web.templating import render, translate
 
@@ -69,7 +70,9 @@ def _conditions(language: str) -> list[tuple[str, str, list[str]]]:
 
 
 @router.get("/patients/{patient_id}/episodes/panel", response_class=HTMLResponse)
-def panel(request: Request, db: Db, actor: PageActor, patient_id: int) -> Response:
+def panel(request: Request, db: Db, actor: PageActor, patient_id: RowId) -> Response:
+    # Recorded as the API's list of a patient's episodes is: the panel shows the same.
+    service.patients.get_patient(db, actor, patient_id, purpose="read_episodes")
     episodes = service.episodes_of_patient(db, actor, patient_id)
     return render(
         request,
@@ -90,7 +93,7 @@ def open_episode(
     request: Request,
     db: Db,
     actor: PageActor,
-    patient_id: int,
+    patient_id: RowId,
     condition_code: FormStr = "",
     region: FormStr = "",
 ) -> Response:
@@ -114,7 +117,7 @@ def _episode_page(
     request: Request,
     db: Db,
     actor: PageActor,
-    episode_id: int,
+    episode_id: RowId,
     error: list[Message] | None = None,
     status: int = 200,
 ) -> Response:
@@ -159,14 +162,14 @@ def _episode_page(
 
 
 def episode_page_with_error(
-    request: Request, db: Db, actor: PageActor, episode_id: int, exc: DomainError
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, exc: DomainError
 ) -> Response:
     messages = list(exc.field_errors.values()) if isinstance(exc, InvalidInput) else [exc.message]
     return _episode_page(request, db, actor, episode_id, error=messages, status=exc.status)
 
 
 def act_on_episode(
-    request: Request, db: Db, actor: PageActor, episode_id: int, action: Callable[[], object]
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, action: Callable[[], object]
 ) -> Response:
     """Runs one use case for the episode page: back to the page, or the page with the refusal."""
     try:
@@ -178,7 +181,7 @@ def act_on_episode(
 
 
 @router.get("/episodes/{episode_id}", response_class=HTMLResponse)
-def episode_page(request: Request, db: Db, actor: PageActor, episode_id: int) -> Response:
+def episode_page(request: Request, db: Db, actor: PageActor, episode_id: RowId) -> Response:
     return _episode_page(request, db, actor, episode_id)
 
 
@@ -187,7 +190,7 @@ def take_step(
     request: Request,
     db: Db,
     actor: PageActor,
-    episode_id: int,
+    episode_id: RowId,
     step: FormStr = "",
     target: FormStr = "",
     reason: FormStr = "",
@@ -218,7 +221,7 @@ def take_step(
 
 @router.post("/episodes/{episode_id}/consent", response_class=HTMLResponse)
 def record_consent(
-    request: Request, db: Db, actor: PageActor, episode_id: int, form: PostedForm
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, form: PostedForm
 ) -> Response:
     upload = form.get("scan")
     scan = upload.file.read(consent.MAX_SCAN_BYTES + 1) if isinstance(upload, UploadFile) else None
@@ -243,7 +246,7 @@ def record_consent(
 
 @router.post("/episodes/{episode_id}/consent/withdraw", response_class=HTMLResponse)
 def withdraw_consent(
-    request: Request, db: Db, actor: PageActor, episode_id: int, reason: FormStr = ""
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, reason: FormStr = ""
 ) -> Response:
     return act_on_episode(
         request,
@@ -256,7 +259,7 @@ def withdraw_consent(
 
 @router.get("/episodes/{episode_id}/consent-document", response_class=HTMLResponse)
 def consent_document(
-    request: Request, db: Db, actor: PageActor, episode_id: int, lang: str | None = None
+    request: Request, db: Db, actor: PageActor, episode_id: RowId, lang: str | None = None
 ) -> Response:
     """The consent text in the patient's language, with this episode's levels filled in."""
     from regenspine.consent.documents import current_document
@@ -304,13 +307,13 @@ def _pdf(content: bytes, name: str) -> Response:
 
 
 @router.get("/episodes/{episode_id}/urgent-referral.pdf")
-def urgent_referral_pdf(db: Db, actor: PageActor, episode_id: int) -> Response:
+def urgent_referral_pdf(db: Db, actor: PageActor, episode_id: RowId) -> Response:
     pdf = documents.urgent_referral_letter(db, actor, episode_id, actor.language)
     return _pdf(pdf, f"urgent-referral-{episode_id}.pdf")
 
 
 @router.get("/episodes/{episode_id}/consent.pdf")
-def consent_pdf(db: Db, actor: PageActor, episode_id: int) -> Response:
+def consent_pdf(db: Db, actor: PageActor, episode_id: RowId) -> Response:
     return _pdf(documents.signed_consent(db, actor, episode_id), f"consent-{episode_id}.pdf")
 
 

@@ -26,6 +26,7 @@ from regenspine.episodes.states import (
     EpisodeState,
     Step,
     find_transition,
+    roles_for,
 )
 from regenspine.errors import (
     N_,
@@ -237,6 +238,19 @@ def _check_preconditions(
         )
 
 
+def _role_refusal(episode: Episode, step: Step) -> PermissionDenied:
+    return PermissionDenied(
+        Message(N_('Your role cannot take the step "%(step)s".'), step=Message(STEP_LABELS[step])),
+        refusal=RefusalRecord(
+            action="episode.step_refused",
+            entity_type="episode",
+            entity_id=str(episode.id),
+            patient_id=episode.patient_id,
+            detail={"step": step.value, "reason": "role"},
+        ),
+    )
+
+
 def take_step(
     session: Session,
     actor: Actor,
@@ -255,6 +269,8 @@ def take_step(
     actor.require(Permission.EPISODE_ADVANCE)
     if step in OWN_FORM_STEPS:
         episode = get_episode(session, actor, episode_id)
+        if not actor.is_system and (actor.role is None or Role(actor.role) not in roles_for(step)):
+            raise _role_refusal(episode, step)
         raise StepNotAllowed(
             Message(OWN_FORM_STEPS[step]),
             refusal=RefusalRecord(
@@ -312,18 +328,7 @@ def advance(
             ),
         )
     if not actor.is_system and (actor.role is None or Role(actor.role) not in transition.roles):
-        raise PermissionDenied(
-            Message(
-                N_('Your role cannot take the step "%(step)s".'), step=Message(STEP_LABELS[step])
-            ),
-            refusal=RefusalRecord(
-                action="episode.step_refused",
-                entity_type="episode",
-                entity_id=str(episode.id),
-                patient_id=episode.patient_id,
-                detail={"step": step.value, "reason": "role"},
-            ),
-        )
+        raise _role_refusal(episode, step)
     cleaned_reason = (reason or "").strip() or None
     if step in REASON_REQUIRED and (cleaned_reason is None or len(cleaned_reason) < MIN_REASON):
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})

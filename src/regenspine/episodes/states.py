@@ -198,6 +198,11 @@ def find_transition(step: Step, source: EpisodeState, target: EpisodeState) -> T
     return _INDEX.get((step, source, target))
 
 
+def roles_for(step: Step) -> frozenset[Role]:
+    """Every role that may take the step from some state."""
+    return frozenset(role for t in TRANSITIONS if t.step == step for role in t.roles)
+
+
 def allowed_steps(source: EpisodeState) -> list[Transition]:
     return [t for t in TRANSITIONS if t.source == source]
 

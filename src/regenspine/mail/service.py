@@ -143,12 +143,17 @@ def smtp_tls_context(settings: Settings) -> ssl.SSLContext:
 def _send(settings: Settings, message: _Claimed) -> str | None:
     """Hands the message to the SMTP server; None when it was accepted, else what went wrong
     (without the credentials)."""
-    email = EmailMessage()
-    email["From"] = settings.smtp_sender
-    email["To"] = message.recipient
-    email["Subject"] = message.subject
-    email["Message-ID"] = make_msgid(domain="regenspine")
-    email.set_content(message.body)
+    try:
+        # An address or subject that cannot make a message (a line break in it, say) is one
+        # failed attempt of this message, not the end of the whole run.
+        email = EmailMessage()
+        email["From"] = settings.smtp_sender
+        email["To"] = message.recipient
+        email["Subject"] = message.subject
+        email["Message-ID"] = make_msgid(domain="regenspine")
+        email.set_content(message.body)
+    except (ValueError, UnicodeError) as exc:
+        return f"{type(exc).__name__}: the message cannot be built ({exc})"
     try:
         with smtplib.SMTP(
             settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS

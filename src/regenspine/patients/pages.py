@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from regenspine.auth.permissions import Permission
-from regenspine.errors import N_, DomainError, InvalidInput
+from regenspine.errors import N_, DomainError, InvalidInput, PermissionDenied
 from regenspine.labels import code128_data_uri
 from regenspine.patients import service
 from regenspine.patients.rules import (
@@ -18,7 +18,9 @@ from regenspine.patients.rules import (
     PATIENT_FIELDS,
     SEX_LABELS,
 )
+from regenspine.text import plain_number
 from regenspine.web.boundary import refusable
+from regenspine.web.openapi import RowId
 from regenspine.web.security import Db, PageActor, PostedForm
 from regenspine.web.templating import render
 
@@ -110,7 +112,7 @@ def register_patient(request: Request, db: Db, actor: PageActor, form: PostedFor
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
-def chart(request: Request, db: Db, actor: PageActor, patient_id: int) -> Response:
+def chart(request: Request, db: Db, actor: PageActor, patient_id: RowId) -> Response:
     patient = service.get_patient(db, actor, patient_id)
     return render(
         request,
@@ -128,7 +130,7 @@ def chart(request: Request, db: Db, actor: PageActor, patient_id: int) -> Respon
 
 
 @router.get("/patients/{patient_id}/amend", response_class=HTMLResponse)
-def amend_form(request: Request, db: Db, actor: PageActor, patient_id: int) -> Response:
+def amend_form(request: Request, db: Db, actor: PageActor, patient_id: RowId) -> Response:
     actor.require(Permission.PATIENT_AMEND)
     patient = service.get_patient(db, actor, patient_id, purpose="read_for_amendment")
     return render(
@@ -145,15 +147,17 @@ def amend_form(request: Request, db: Db, actor: PageActor, patient_id: int) -> R
 
 @router.post("/patients/{patient_id}/amend", response_class=HTMLResponse)
 def amend(
-    request: Request, db: Db, actor: PageActor, patient_id: int, form: PostedForm
+    request: Request, db: Db, actor: PageActor, patient_id: RowId, form: PostedForm
 ) -> Response:
     values = _posted_fields(form)
     reason = str(form.get("reason") or "")
     version_raw = str(form.get("version") or "")
-    version = int(version_raw) if version_raw.isdigit() else None
+    version = int(version_raw) if plain_number(version_raw) else None
     try:
         with refusable(db, actor):
             service.amend_patient(db, actor, patient_id, values, reason, version)
+    except PermissionDenied:
+        raise  # the error page; never the form with the record to someone refused
     except DomainError as exc:
         errors = exc.field_errors if isinstance(exc, InvalidInput) else {"_form": exc.message}
         patient = service.get_patient(db, actor, patient_id, purpose="read_for_amendment")

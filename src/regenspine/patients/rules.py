@@ -10,8 +10,11 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
+from babel import Locale
+
 from regenspine.errors import N_, InvalidInput, Message
 from regenspine.patients.pesel import PeselError, parse_pesel
+from regenspine.text import EMAIL_PATTERN
 
 
 class Sex(StrEnum):
@@ -66,9 +69,14 @@ REQUIRED_FIELDS = ("given_name", "family_name", "date_of_birth", "sex", "id_type
 NAME_MAX = 100
 NAME_SEPARATORS = " '-.\u2019"
 PHONE_PATTERN = re.compile(r"^\+?[0-9 ()\-]{6,25}$")
-EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 POSTAL_PATTERN = re.compile(r"^[A-Za-z0-9 \-]{2,12}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+# ISO 3166-1 alpha-2: the two-letter territories of the Unicode CLDR (as shipped with Babel)
+# less those ISO only reserves or that stand for no country (Ascension, the EU, the UN,
+# "unknown region" ZZ, ...): 249 codes, plus XK, the code Kosovo's documents carry.
+COUNTRY_CODES = frozenset(
+    code for code in map(str, Locale("en").territories) if COUNTRY_PATTERN.match(code)
+) - {"AC", "CP", "CQ", "DG", "EA", "EU", "EZ", "IC", "QO", "TA", "UN", "XA", "XB", "ZZ"}
 DOCUMENT_PATTERN = re.compile(r"^[A-Z0-9\-]{4,20}$")
 FREE_TEXT_MAX = 200
 OLDEST_BIRTH_YEAR = 1900
@@ -128,6 +136,15 @@ def is_plausible_name(value: str) -> bool:
     return value[-1] not in " -'\u2019"
 
 
+def scripts_of(value: str) -> set[str]:
+    """The alphabets a name's letters come from ("LATIN", "CYRILLIC", "GREEK", ...)."""
+    return {
+        unicodedata.name(ch, "UNKNOWN").split(" ")[0]
+        for ch in value
+        if unicodedata.category(ch)[0] == "L"
+    }
+
+
 def _text(raw: Mapping[str, Any], key: str) -> str:
     value = raw.get(key)
     if value is None:
@@ -173,6 +190,15 @@ def validate_patient(raw: Mapping[str, Any], today: date) -> PatientData:
         elif v and not is_plausible_name(v):
             errors[key] = Message(
                 N_("A name may contain letters, spaces, hyphens and apostrophes only.")
+            )
+        elif len(scripts_of(v)) > 1:
+            # "Mаrek" with a Cyrillic "а" looks like "Marek" but would slip past the check for
+            # a patient registered twice.
+            errors[key] = Message(
+                N_(
+                    "Write the name in one alphabet: it mixes letters of different alphabets "
+                    "that look alike (for example Latin and Cyrillic)."
+                )
             )
 
     dob = parse_date(values["date_of_birth"]) if values["date_of_birth"] else None
@@ -226,7 +252,7 @@ def validate_patient(raw: Mapping[str, Any], today: date) -> PatientData:
             errors["national_id"] = Message(
                 N_("Enter the document number: 4-20 letters or digits.")
             )
-        if not id_country or not COUNTRY_PATTERN.match(id_country):
+        if not id_country or id_country not in COUNTRY_CODES:
             errors["id_country"] = Message(
                 N_("Enter the issuing country as a two-letter code (for example DE).")
             )
@@ -254,11 +280,13 @@ def validate_patient(raw: Mapping[str, Any], today: date) -> PatientData:
             errors[key] = Message(
                 N_("This field may have at most %(max)d characters."), max=FREE_TEXT_MAX
             )
-        elif any(unicodedata.category(c) == "Cc" for c in v):
+        elif any(unicodedata.category(c) in ("Cc", "Cf") for c in v):
+            # Control and invisible formatting characters: a right-to-left override shows
+            # "5 gnirtS" as "String 5", a zero-width space splits a word no one can see.
             errors[key] = Message(N_("This field contains characters that are not allowed."))
         optional[key] = v or None
     country = values["country"].upper() or None
-    if country and not COUNTRY_PATTERN.match(country):
+    if country and country not in COUNTRY_CODES:
         errors["country"] = Message(N_("Enter the country as a two-letter code (for example PL)."))
     language = values["preferred_language"] or "pl"
     if language not in ("pl", "en"):

@@ -35,6 +35,7 @@ from regenspine.patients.rules import (
     validate_patient,
     validate_reason,
 )
+from regenspine.privacy.search_record import search_detail
 from regenspine.sequences import lock_counter, next_values
 
 PAGE_SIZE = 25
@@ -291,7 +292,7 @@ def search_patients(
         actor,
         "patient.search",
         entity_type="patient",
-        detail={"query": text, "results": total, "page": page},
+        detail=search_detail(text, total, page, [p.id for p in rows]),
     )
     return PatientPage(list(rows), total, page, page_size, text)
 

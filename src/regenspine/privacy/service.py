@@ -3,11 +3,14 @@ which are refused during the legal retention period and recorded either way."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from regenspine.audit import service as audit
@@ -25,6 +28,15 @@ from regenspine.privacy.rules import Retention, retention_for
 # States after which a cell product existed: its traceability must be kept 30 years.
 PRODUCT_STATES = ("harvested", "processed", "released", "rejected", "administered")
 ANONYMISED = "[anonymised]"
+# Free text in an episode's records may name the patient or their family, so anonymisation
+# replaces it; coded data (levels, scores, states, dates) stay for the registry.
+FREE_TEXT: tuple[tuple[Any, tuple[str, ...]], ...] = (
+    (Consent, ("signed_name", "withdrawn_reason")),
+    (EpisodeEvent, ("reason",)),
+    (Consultation, ("presenting_complaint", "prior_treatments", "medications", "change_reason")),
+    (RedFlagScreening, ("clearance_note",)),
+    (EligibilityDecision, ("override_justification",)),
+)
 
 
 def _row(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -63,20 +75,7 @@ def access_export(session: Session, actor: Actor, patient_id: int) -> dict[str, 
             )
         ]
 
-    accesses = [
-        {
-            "at": r.at.isoformat(),
-            "who": r.actor_username,
-            "role": r.actor_role,
-            "action": r.action,
-            "outcome": r.outcome,
-        }
-        for r in session.scalars(
-            select(AuditRecord)
-            .where(AuditRecord.patient_id == patient.id)
-            .order_by(AuditRecord.seq)
-        )
-    ]
+    accesses = _accesses(session, patient.id)
     export = {
         "generated_at": audit.utcnow().isoformat(),
         "patient": _row(patient, ("given_name_norm", "family_name_norm")),
@@ -87,8 +86,9 @@ def access_export(session: Session, actor: Actor, patient_id: int) -> dict[str, 
         "consultations": rows(Consultation, Consultation.episode_id),
         "red_flag_screenings": rows(RedFlagScreening, RedFlagScreening.episode_id),
         "eligibility_decisions": rows(EligibilityDecision, EligibilityDecision.episode_id),
-        # The scanned form itself is sent separately on request; its hash proves which one.
         "consents": rows(Consent, Consent.episode_id, ("scan_data",)),
+        # The signed forms themselves, in the same file, so one export answers the request.
+        "consent_scans": _consent_scans(session, ids),
         "record_accesses": accesses,
     }
     audit.record(
@@ -103,23 +103,77 @@ def access_export(session: Session, actor: Actor, patient_id: int) -> dict[str, 
     return export
 
 
+def _accesses(session: Session, patient_id: int) -> list[dict[str, Any]]:
+    """Every audit record about the patient, and every search whose results showed them."""
+    found = []
+    for r in session.scalars(
+        select(AuditRecord)
+        .where(
+            or_(
+                AuditRecord.patient_id == patient_id,
+                # A cheap first cut; the ids in the detail decide (see search_record).
+                and_(
+                    AuditRecord.action == "patient.search",
+                    AuditRecord.detail.like(f"%{patient_id}%"),
+                ),
+            )
+        )
+        .order_by(AuditRecord.seq)
+    ):
+        access = {
+            "at": r.at.isoformat(),
+            "who": r.actor_username,
+            "role": r.actor_role,
+            "action": r.action,
+            "outcome": r.outcome,
+            "entity_type": r.entity_type,
+            "entity_id": r.entity_id,
+        }
+        if r.patient_id != patient_id:
+            detail = json.loads(r.detail)
+            if patient_id not in detail.get("patient_ids", ()):
+                continue
+            access |= {"entity_id": str(patient_id), "query_kind": detail.get("kind")}
+        found.append(access)
+    return found
+
+
+def _consent_scans(session: Session, episode_ids: list[int]) -> list[dict[str, Any]]:
+    if not episode_ids:
+        return []
+    return [
+        {
+            "consent_id": consent_id,
+            "content_type": content_type,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "data_base64": base64.b64encode(data).decode("ascii"),
+        }
+        for consent_id, content_type, data in session.execute(
+            select(Consent.id, Consent.scan_content_type, Consent.scan_data)
+            .where(Consent.episode_id.in_(episode_ids), Consent.scan_data.is_not(None))
+            .order_by(Consent.id)
+        )
+        if data is not None
+    ]
+
+
 def retention_of(session: Session, patient: Patient) -> Retention:
     episode_ids = select(Episode.id).where(Episode.patient_id == patient.id)
-    candidates = [
-        patient.registered_at,
-        session.scalar(
-            select(func.max(PatientAmendment.amended_at)).where(
-                PatientAmendment.patient_id == patient.id
-            )
-        ),
-        session.scalar(
-            select(func.max(EpisodeEvent.at)).where(EpisodeEvent.episode_id.in_(episode_ids))
-        ),
-        session.scalar(
-            select(func.max(Consultation.recorded_at)).where(
-                Consultation.episode_id.in_(episode_ids)
-            )
-        ),
+    candidates = [patient.registered_at] + [
+        session.scalar(select(func.max(column)).where(where))
+        for column, where in (
+            (PatientAmendment.amended_at, PatientAmendment.patient_id == patient.id),
+            (EpisodeEvent.at, EpisodeEvent.episode_id.in_(episode_ids)),
+            (Consultation.recorded_at, Consultation.episode_id.in_(episode_ids)),
+            # Consents, screenings and decisions are entries too, and may come last: a consent
+            # withdrawn years after an episode was cancelled changes no episode state.
+            (Consent.signed_at, Consent.episode_id.in_(episode_ids)),
+            (Consent.withdrawn_at, Consent.episode_id.in_(episode_ids)),
+            (RedFlagScreening.recorded_at, RedFlagScreening.episode_id.in_(episode_ids)),
+            (RedFlagScreening.cleared_at, RedFlagScreening.episode_id.in_(episode_ids)),
+            (EligibilityDecision.decided_at, EligibilityDecision.episode_id.in_(episode_ids)),
+            (EligibilityDecision.overridden_at, EligibilityDecision.episode_id.in_(episode_ids)),
+        )
     ]
     last = max(c for c in candidates if c is not None)
     used = (
@@ -170,7 +224,9 @@ def request_erasure(
             entity_id=patient.id,
             patient_id=patient.id,
             outcome=audit.Outcome.REFUSED,
-            detail={"reason": text, "keep_until": retention.keep_until.isoformat()},
+            # The reason may name the patient or quote their letter, and the log can never be
+            # anonymised: it keeps only that a reason was given.
+            detail={"reason_length": len(text), "keep_until": retention.keep_until.isoformat()},
         )
         return ErasureOutcome(False, retention, message)
     _anonymise(session, patient)
@@ -181,7 +237,7 @@ def request_erasure(
         entity_type="patient",
         entity_id=patient.id,
         patient_id=patient.id,
-        detail={"reason": text},
+        detail={"reason_length": len(text)},
     )
     return ErasureOutcome(
         True,
@@ -214,7 +270,12 @@ def _anonymise(session: Session, patient: Patient) -> None:
         select(PatientAmendment).where(PatientAmendment.patient_id == patient.id)
     ):
         amendment.old_value = amendment.new_value = ANONYMISED
+        amendment.reason = ANONYMISED
     episode_ids = select(Episode.id).where(Episode.patient_id == patient.id)
+    for model, fields in FREE_TEXT:
+        for row in session.scalars(select(model).where(model.episode_id.in_(episode_ids))):
+            for field in fields:
+                if getattr(row, field):
+                    setattr(row, field, ANONYMISED)
     for consent in session.scalars(select(Consent).where(Consent.episode_id.in_(episode_ids))):
-        consent.signed_name = ANONYMISED
         consent.scan_data = None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import html
 import json
+import uuid
 from http.cookies import SimpleCookie
+from urllib.parse import unquote_plus
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regenspine.config import get_settings
 from regenspine.i18n import LANGUAGE_COOKIE
+from regenspine.text import UNSEARCHABLE
 from regenspine.web.cookies import ANON_CSRF_COOKIE, cookie_header, cookie_name, forget_session
 
 CSP = (
@@ -83,6 +86,12 @@ TOO_LARGE_TEXT = (
     "Żądanie jest za duże. Skan dokumentu może mieć najwyżej 5 MB; "
     "zeskanuj go w niższej rozdzielczości lub jako PDF i spróbuj ponownie.",
 )
+UNSTORABLE_QUERY_TEXT = (
+    "The address contains an invisible control character (NUL) or broken text. Type the search "
+    "or filter again.",
+    "Adres zawiera niewidoczny znak sterujący (NUL) lub uszkodzony tekst. Wpisz wyszukiwanie "
+    "lub filtr ponownie.",
+)
 
 
 def body_limit(scope: Scope) -> int:
@@ -92,9 +101,11 @@ def body_limit(scope: Scope) -> int:
     return MAX_OTHER_BODY_BYTES
 
 
-class BodySizeLimit:
+class RequestLimits:
     """Refuses a request body over its limit with 413, whether the size is declared
-    (Content-Length) or only discovered while the body streams in (chunked)."""
+    (Content-Length) or only discovered while the body streams in (chunked), and a query
+    string carrying NUL or bytes that are not UTF-8 (text.py::UNSEARCHABLE), with 400, before
+    any search or filter sees it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -103,10 +114,16 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        query = scope.get("query_string", b"")
+        decoded = unquote_plus(query.decode("latin-1"), errors="surrogateescape") if query else ""
+        if UNSEARCHABLE.search(decoded):
+            await _refuse(scope, send, 400, UNSTORABLE_QUERY_TEXT)
+            return
         limit = body_limit(scope)
         declared = _header(scope, b"content-length")
-        if declared and (not declared.isdigit() or int(declared) > limit):
-            await _refuse(scope, send, 413 if declared.isdigit() else 400)
+        number = declared.isascii() and declared.isdigit()
+        if declared and (not number or int(declared) > limit):
+            await _refuse(scope, send, 413 if number else 400)
             return
         received = 0
         refused = False
@@ -148,13 +165,17 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
-async def _refuse(scope: Scope, send: Send, status: int) -> None:
+async def _refuse(
+    scope: Scope, send: Send, status: int, texts: tuple[str, str] | None = None
+) -> None:
     cookies: SimpleCookie = SimpleCookie()
     cookies.load(_cookie_header(scope))
     language = cookies.get(cookie_name(LANGUAGE_COOKIE))
     polish = language is not None and language.value == "pl"
     detail = TOO_LARGE_TEXT[1] if polish else TOO_LARGE_TEXT[0]
-    if status == 400:
+    if texts is not None:
+        detail = texts[1] if polish else texts[0]
+    elif status == 400:
         detail = "The request's Content-Length header is not a number."
     if str(scope.get("path", "")).startswith("/api/"):
         body = json.dumps(
@@ -163,6 +184,8 @@ async def _refuse(scope: Scope, send: Send, status: int) -> None:
                 "title": "Request too large" if status == 413 else "Bad request",
                 "status": status,
                 "detail": detail,
+                "instance": str(scope.get("path", "")),
+                "reference": uuid.uuid4().hex[:12],
             }
         ).encode()
         content_type = b"application/problem+json"

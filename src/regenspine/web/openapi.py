@@ -17,7 +17,7 @@ ROW_ID_MAX = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="Record id")]
 
 _DESCRIPTIONS = {
-    400: "Refused, or the body could not be read (problem+json says why)",
+    400: "Refused, or the body or the query string could not be read (problem+json says why)",
     401: "Not signed in, or the API token is invalid",
     403: "Not allowed for this role, or the CSRF token is wrong",
     404: "Not found",
@@ -94,7 +94,11 @@ def _document_problems(schema: dict[str, Any]) -> None:
                 answers["422"] = responses(422)[422]
             elif fastapi_default:
                 del answers["422"]
-            if operation.get("requestBody"):
+            # A body that cannot be read; a query string with control characters or broken
+            # UTF-8 (web/middleware.py::RequestLimits).
+            if operation.get("requestBody") or any(
+                p.get("in") == "query" for p in operation.get("parameters", [])
+            ):
                 answers.setdefault("400", responses(400)[400])
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

@@ -86,6 +86,21 @@ def install(app: FastAPI) -> None:
             ".".join(str(p) for p in e.get("loc", ()) if p != "body"): e.get("msg", "invalid")
             for e in exc.errors()
         }
+        if not _wants_json(request):
+            # A page's address or form that the browser did not build (an id of letters, a
+            # page number 0): the person gets a page in their language, not JSON.
+            message = Message(
+                N_(
+                    "This address or form is not one the clinic's pages make. Go back and use "
+                    "the links and buttons on the page."
+                )
+            )
+            return render(
+                request,
+                "error.html",
+                {"status": 422, "message": translate(request, message)},
+                status=422,
+            )
         return problem(
             request,
             422,

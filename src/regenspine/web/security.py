@@ -192,8 +192,10 @@ async def page_actor(request: Request, identity: Ident) -> Actor:
 
 
 async def account_actor(identity: Ident) -> Actor:
-    """For the account pages a user must reach to finish MFA enrolment."""
-    if identity.actor is None:
+    """For the account pages a user must reach to finish MFA enrolment. They are for a person
+    signed in in a browser: an API token, of whatever scope, reaches none of them (it could
+    otherwise read a new two-step secret or manage its owner's tokens)."""
+    if identity.actor is None or identity.web_session is None:
         raise LoginRequired("/login")
     if identity.web_session is not None and not identity.web_session.mfa_passed:
         raise LoginRequired("/login/mfa")

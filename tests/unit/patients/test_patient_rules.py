@@ -350,3 +350,37 @@ def test_a_pesel_sex_mismatch_reads_in_polish_with_polish_names_for_the_sexes():
     assert "male" not in text.lower()
     assert pl("Male") in text and pl("Female") in text
     assert pl("Male") != "Male"
+
+
+@pytest.mark.parametrize("name", ["Mаrek", "Jаn", "Κowalski"])  # Cyrillic а, Greek Κ
+def test_a_name_mixing_look_alike_letters_of_two_alphabets_is_refused(name):
+    """Otherwise "Mаrek Nowak" slips past the check for a patient registered twice."""
+    errors = refusal(registration(given_name=name))
+    assert set(errors) == {"given_name"} and "one alphabet" in errors["given_name"]
+
+
+@pytest.mark.parametrize("name", ["Олена", "Αλέξανδρος", "Łukasz"])
+def test_a_name_in_one_alphabet_other_than_latin_is_accepted(name):
+    assert validate_patient(registration(given_name=name), TODAY).given_name == name
+
+
+@pytest.mark.parametrize("code", ["ZZ", "QQ", "EU", "UN", "XA"])
+def test_a_country_code_that_is_no_country_is_refused(code):
+    errors = refusal(registration(country=code))
+    assert set(errors) == {"country"}
+    errors = refusal(registration(id_type="passport", national_id="C01X00T47", id_country=code))
+    assert set(errors) == {"id_country"}
+
+
+@pytest.mark.parametrize("code", ["PL", "UA", "DE", "XK"])
+def test_a_real_country_code_is_accepted(code):
+    assert validate_patient(registration(country=code), TODAY).country == code
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("address", "\u202egnirtS 5"), ("city", "Kra\u200bków"), ("emergency_contact_name", "A\x07")],
+)
+def test_invisible_formatting_and_control_characters_are_refused_in_the_address(field, value):
+    errors = refusal(registration(**{field: value}))
+    assert set(errors) == {field}
