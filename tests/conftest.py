@@ -187,6 +187,21 @@ def app(database_url: str, factory: sessionmaker[Session]):  # type: ignore[no-u
     return create_app(settings)
 
 
+def open_lumbar_episode(clients) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """A coordinator registers a patient and opens a lumbar disc-protrusion episode: (patient
+    id, episode id)."""
+    from regenspine.auth.permissions import Role
+
+    coordinator = clients(Role.COORDINATOR)
+    pid = coordinator.post("/api/v1/patients", json=valid_patient()).json()["id"]
+    r = coordinator.post(
+        f"/api/v1/patients/{pid}/episodes",
+        json={"condition_code": "disc_protrusion", "region": "lumbar"},
+    )
+    assert r.status_code == 201, r.text
+    return pid, r.json()["id"]
+
+
 def valid_patient(**overrides: str) -> dict[str, str]:
     data = {
         "given_name": "Jan",

@@ -8,21 +8,14 @@ from sqlalchemy import select
 
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.permissions import Role
-from tests.conftest import valid_patient
+from tests.conftest import open_lumbar_episode, valid_patient
 
 HUGE = "9" * 25  # beyond any database integer
 
 
 @pytest.fixture
 def episode(clients):
-    coordinator = clients(Role.COORDINATOR)
-    pid = coordinator.post("/api/v1/patients", json=valid_patient()).json()["id"]
-    r = coordinator.post(
-        f"/api/v1/patients/{pid}/episodes",
-        json={"condition_code": "disc_protrusion", "region": "lumbar"},
-    )
-    assert r.status_code == 201, r.text
-    return pid, r.json()["id"]
+    return open_lumbar_episode(clients)
 
 
 @pytest.mark.parametrize(

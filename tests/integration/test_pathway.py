@@ -16,7 +16,7 @@ from regenspine.consultations.rules import BOOLEANS
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes.models import Consent
 from regenspine.episodes.states import OWN_FORM_STEPS, Step
-from tests.conftest import valid_patient
+from tests.conftest import open_lumbar_episode
 
 NAME = "Jan Kowalski"
 
@@ -55,14 +55,7 @@ def good_consultation(**overrides):
 
 @pytest.fixture
 def episode(clients):
-    coordinator = clients(Role.COORDINATOR)
-    pid = coordinator.post("/api/v1/patients", json=valid_patient()).json()["id"]
-    r = coordinator.post(
-        f"/api/v1/patients/{pid}/episodes",
-        json={"condition_code": "disc_protrusion", "region": "lumbar"},
-    )
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return open_lumbar_episode(clients)[1]
 
 
 def assess(clients, episode_id, consultation=None, flags=None, role=Role.DOCTOR, **extra):

@@ -16,19 +16,12 @@ from sqlalchemy import func, select
 
 from regenspine.auth.permissions import Role
 from regenspine.episodes.models import EpisodeEvent
-from tests.conftest import valid_patient
+from tests.conftest import open_lumbar_episode
 
 
 @pytest.fixture
 def episode(clients):
-    coordinator = clients(Role.COORDINATOR)
-    pid = coordinator.post("/api/v1/patients", json=valid_patient()).json()["id"]
-    r = coordinator.post(
-        f"/api/v1/patients/{pid}/episodes",
-        json={"condition_code": "disc_protrusion", "region": "lumbar"},
-    )
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return open_lumbar_episode(clients)[1]
 
 
 @pytest.mark.parametrize(

@@ -238,16 +238,21 @@ def _check_preconditions(
         )
 
 
+def _step_refused(episode: Episode, **detail: str) -> RefusalRecord:
+    """The audit record of a refused step: which episode, whose record, and why."""
+    return RefusalRecord(
+        action="episode.step_refused",
+        entity_type="episode",
+        entity_id=str(episode.id),
+        patient_id=episode.patient_id,
+        detail=detail,
+    )
+
+
 def _role_refusal(episode: Episode, step: Step) -> PermissionDenied:
     return PermissionDenied(
         Message(N_('Your role cannot take the step "%(step)s".'), step=Message(STEP_LABELS[step])),
-        refusal=RefusalRecord(
-            action="episode.step_refused",
-            entity_type="episode",
-            entity_id=str(episode.id),
-            patient_id=episode.patient_id,
-            detail={"step": step.value, "reason": "role"},
-        ),
+        refusal=_step_refused(episode, step=step.value, reason="role"),
     )
 
 
@@ -273,13 +278,7 @@ def take_step(
             raise _role_refusal(episode, step)
         raise StepNotAllowed(
             Message(OWN_FORM_STEPS[step]),
-            refusal=RefusalRecord(
-                action="episode.step_refused",
-                entity_type="episode",
-                entity_id=str(episode.id),
-                patient_id=episode.patient_id,
-                detail={"step": step.value, "reason": "own_form"},
-            ),
+            refusal=_step_refused(episode, step=step.value, reason="own_form"),
         )
     return advance(
         session, actor, episode_id, step, target, reason=reason, expected_state=expected_state
@@ -319,12 +318,8 @@ def advance(
                 state=Message(STATE_LABELS[source]),
                 target=Message(STATE_LABELS[target]),
             ),
-            refusal=RefusalRecord(
-                action="episode.step_refused",
-                entity_type="episode",
-                entity_id=str(episode.id),
-                patient_id=episode.patient_id,
-                detail={"step": step.value, "from": source.value, "to": target.value},
+            refusal=_step_refused(
+                episode, step=step.value, **{"from": source.value, "to": target.value}
             ),
         )
     if not actor.is_system and (actor.role is None or Role(actor.role) not in transition.roles):
@@ -343,13 +338,7 @@ def advance(
     try:
         _check_preconditions(session, episode, step, target)
     except StepNotAllowed as exc:
-        exc.refusal = RefusalRecord(
-            action="episode.step_refused",
-            entity_type="episode",
-            entity_id=str(episode.id),
-            patient_id=episode.patient_id,
-            detail={"step": step.value, "missing": exc.message.msgid},
-        )
+        exc.refusal = _step_refused(episode, step=step.value, missing=exc.message.msgid)
         raise
     if step == Step.NEW_CYCLE:
         episode.cycle += 1
