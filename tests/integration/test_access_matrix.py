@@ -738,6 +738,47 @@ def test_lists_show_a_physiotherapist_only_the_patients_of_their_care_team(
     assert f'href="/patients/{fx.other.patient}"' not in page.text
 
 
+def _refusal_shown(r: Any) -> str:
+    """What a refusal tells its reader: the problem's title and detail, or the error page's
+    message (without the per-answer reference id or the page's nonces)."""
+    if r.headers.get("content-type", "").startswith("application/problem+json"):
+        problem = r.json()
+        return f"{problem.get('title')}: {problem.get('detail')}"
+    start = r.text.find('role="alert"')
+    return r.text[start : r.text.find("</section>", start)] if start >= 0 else r.text[:300]
+
+
+def test_a_physiotherapist_cannot_tell_a_missing_record_from_another_teams(
+    app, staff, clients, factory
+):
+    """ASVS V8.2.2: on every route that names a patient's record, a number that belongs to
+    no record answers a care-team-bound role exactly as a record of a patient not on their
+    team does (status and words). A 404 for one and a 403 for the other would let them
+    enumerate which numbers are the clinic's patients and episodes."""
+    fx = build_fixture(factory, staff)
+    nowhere = World(
+        patient=10**9,
+        episodes=dict.fromkeys(fx.other.episodes, 10**9),
+        name=fx.other.name,
+        data=fx.other.data,
+    )
+    who = Principals(app, staff, clients)
+    failures: list[str] = []
+    for case in (c for c in MATRIX if c.record_level):
+        for role in sorted(CARE_TEAM_BOUND):
+            answers = []
+            for world in (fx.other, nowhere):
+                client = who.client(role, case.fresh)
+                kwargs = case.body(role, fx, world) if case.body else {}
+                r = client.request(
+                    case.method, url_for(case, role, fx, world), follow_redirects=False, **kwargs
+                )
+                answers.append((r.status_code, _refusal_shown(r)))
+            if answers[0] != answers[1] or answers[0][0] != 403:
+                failures.append(f"{case.name} as {_who(role)}: {answers[0]} but {answers[1]}")
+    assert not failures, f"{len(failures)} routes tell them apart:\n" + "\n".join(failures)
+
+
 # --- field level: clinical free text ---------------------------------------------------------
 
 # One marker per declared clinical free-text field (auth/fields.py), stored in the fixture.

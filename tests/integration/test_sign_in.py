@@ -409,13 +409,36 @@ def test_staff_account_with_a_weak_password_is_refused_and_not_created(
         assert s.scalar(select(User.id).where(User.username == "newnurse")) is None
 
 
-def test_disabling_an_account_ends_its_sessions(app, staff):
+def test_disabling_an_account_ends_its_sessions_and_tokens_for_good(app, staff, factory):
+    """ASVS 5.0 V6.4.x/V7.4.2: a disabled account's browsers and API tokens end with it, and
+    enabling the account again brings back neither: a token handed to an integration while
+    the account was in use, or a browser left signed in, does not come back to life."""
     nurse = sign_in(app, "nurse")
+    secret = nurse.post("/api/v1/tokens", json={"name": "ward tablet", "scopes": ["patient:read"]})
+    assert secret.status_code == 201, secret.text
+    api = browser_client(app)
+    api.headers["Authorization"] = f"Bearer {secret.json()['token']}"
+    assert api.get("/api/v1/patients").status_code == 200
     admin = sign_in(app, "admin")
     nurse_id = staff.users[Role.NURSE].id
     r = admin.patch(f"/api/v1/users/{nurse_id}", json={"is_active": False})
     assert r.status_code == 200 and r.json()["is_active"] is False
     assert nurse.get("/api/v1/me").status_code == 401
+    assert api.get("/api/v1/patients").status_code == 401
+
+    enabled = admin.patch(f"/api/v1/users/{nurse_id}", json={"is_active": True})
+    assert enabled.status_code == 200 and enabled.json()["is_active"] is True
+    assert nurse.get("/api/v1/me").status_code == 401
+    assert api.get("/api/v1/patients").status_code == 401
+    assert sign_in(app, "nurse").get("/api/v1/me").status_code == 200  # the password still works
+    with factory() as s:
+        disabled = s.scalars(
+            select(AuditRecord).where(AuditRecord.action == "user.update").order_by(AuditRecord.seq)
+        ).first()
+        assert disabled is not None
+        detail = json.loads(disabled.detail)
+        assert detail["api_tokens_revoked"] == "1"
+        assert detail["sessions_ended"] == "1"
 
 
 def test_a_totp_code_signs_in_once_only(app, staff, factory):

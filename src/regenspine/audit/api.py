@@ -18,7 +18,7 @@ from regenspine.db import DeferredWork, deferred_work, read_only_session
 from regenspine.errors import InvalidInput, Message
 from regenspine.web.boundary import reads_only
 from regenspine.web.openapi import ROW_ID_MAX, Responses, responses
-from regenspine.web.security import ApiActor, Db, requires
+from regenspine.web.security import ApiActor, Db, FromTheClinic, requires
 
 router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[requires(Permission.AUDIT_READ)])
 REFUSALS = responses(401, 403)
@@ -58,6 +58,7 @@ def records(
     "/records.csv",
     responses=REFUSALS | CSV_RESPONSE | responses(429),
     response_class=StreamingResponse,
+    dependencies=[FromTheClinic],
 )
 def records_csv(request: Request, db: Db, actor: ApiActor, flt: Filter) -> StreamingResponse:
     """The filtered log as CSV (at most 20 exports per account in 15 minutes)."""
@@ -94,7 +95,12 @@ ExpectHead = Annotated[
 ]
 
 
-@router.get("/verify", response_model=ChainHead, responses=REFUSALS | responses(422, 429))
+@router.get(
+    "/verify",
+    response_model=ChainHead,
+    responses=REFUSALS | responses(422, 429),
+    dependencies=[FromTheClinic],
+)
 @reads_only
 async def verify(db: Db, actor: ApiActor, expect_head: ExpectHead = None) -> ChainHead:
     """Checks the whole hash chain (at most 5 times per account in 15 minutes), and with

@@ -14,7 +14,7 @@ from regenspine.audit.api import csv_response
 from regenspine.auth.permissions import Permission
 from regenspine.patients.rules import parse_date
 from regenspine.text import plain_number
-from regenspine.web.security import Db, PageActor, page_requires
+from regenspine.web.security import Db, FromTheClinic, PageActor, page_requires
 from regenspine.web.templating import render
 
 router = APIRouter(dependencies=[page_requires(Permission.AUDIT_READ)])
@@ -100,6 +100,6 @@ def audit_log(
     )
 
 
-@router.get("/audit/export.csv")
+@router.get("/audit/export.csv", dependencies=[FromTheClinic])
 def audit_export(request: Request, db: Db, actor: PageActor, form: Form) -> StreamingResponse:
     return csv_response(request, service.export_csv(db, actor, form.flt))

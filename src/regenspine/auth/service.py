@@ -909,7 +909,13 @@ def update_user(
         changes["is_active"] = f"{user.is_active} -> {is_active}"
         user.is_active = is_active
         if not is_active:
-            end_open_sessions(session, user.id, "account_disabled")
+            # Everything the account could act through ends with it: enabling it again later
+            # brings back none of its browsers or API tokens, only its password (a token
+            # handed to an integration while the account was in use stays revoked).
+            ended = end_open_sessions(session, user.id, "account_disabled")
+            revoked = revoke_all_api_tokens(session, user.id)
+            changes["sessions_ended"] = str(ended)
+            changes["api_tokens_revoked"] = str(revoked)
     if changes:
         audit.record(
             session,

@@ -14,6 +14,7 @@ from regenspine.auth.permissions import Permission
 from regenspine.eligibility import service
 from regenspine.eligibility.models import EligibilityDecision
 from regenspine.episodes import service as episodes
+from regenspine.errors import N_, Message, NotFound
 from regenspine.web.openapi import RowId, responses
 from regenspine.web.security import ApiActor, Db, requires
 
@@ -114,7 +115,7 @@ def latest_decision(episode_id: RowId, db: Db, actor: ApiActor) -> DecisionPubli
     episode = episodes.get_episode(db, actor, episode_id)
     decision = episodes.latest_decision(db, episode)
     if decision is None:
-        raise episodes.NotFound(episodes.Message(episodes.N_("No decision has been made yet.")))
+        raise NotFound(Message(N_("No decision has been made yet.")))
     service.audit.record(
         db,
         actor,

@@ -34,7 +34,6 @@ from regenspine.errors import (
     DomainError,
     InvalidInput,
     Message,
-    NotFound,
     PermissionDenied,
     RefusalRecord,
 )
@@ -126,7 +125,12 @@ def get_episode(session: Session, actor: Actor, episode_id: int, *, lock: bool =
     actor.require(Permission.EPISODE_READ)
     episode = session.get(Episode, episode_id, with_for_update=lock, populate_existing=lock)
     if episode is None:
-        raise NotFound(Message(N_("There is no treatment episode with this number.")))
+        raise patients.missing_record(
+            actor,
+            Message(N_("There is no treatment episode with this number.")),
+            "episode",
+            episode_id,
+        )
     patient = session.get(patients.Patient, episode.patient_id)
     assert patient is not None
     patients.ensure_patient_access(session, actor, patient)
@@ -394,8 +398,12 @@ def timelines(session: Session, episode_ids: list[int]) -> dict[int, list[Episod
 def episodes_of_patient(session: Session, actor: Actor, patient_id: int) -> list[Episode]:
     actor.require(Permission.EPISODE_READ)
     patient = session.get(patients.Patient, patient_id)
-    if patient is not None:  # the record-level rule: care-team-bound roles see their own only
+    # The record-level rule: care-team-bound roles see their own patients only, and learn
+    # nothing about numbers that are nobody's.
+    if patient is not None:
         patients.ensure_patient_access(session, actor, patient)
+    elif patients.is_care_team_bound(actor):
+        raise patients.missing_record(actor, patients.NO_SUCH_PATIENT, "patient", patient_id)
     return list(
         session.scalars(
             select(Episode).where(Episode.patient_id == patient_id).order_by(Episode.id.desc())

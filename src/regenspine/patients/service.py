@@ -17,6 +17,7 @@ from regenspine.config import get_settings
 from regenspine.errors import (
     N_,
     Conflict,
+    DomainError,
     InvalidInput,
     Message,
     NotFound,
@@ -151,12 +152,15 @@ def register_patient(
     return patient
 
 
-def _restricted(actor: Actor) -> bool:
+NO_SUCH_PATIENT = Message(N_("There is no patient with this number."))
+
+
+def is_care_team_bound(actor: Actor) -> bool:
     return actor.role in CARE_TEAM_RESTRICTED_ROLES and not actor.is_system
 
 
 def _visible(query: Select[Any], actor: Actor) -> Select[Any]:
-    if _restricted(actor):
+    if is_care_team_bound(actor):
         query = query.where(
             exists().where(
                 CareTeamMember.patient_id == Patient.id, CareTeamMember.user_id == actor.user_id
@@ -165,9 +169,27 @@ def _visible(query: Select[Any], actor: Actor) -> Select[Any]:
     return query
 
 
+CARE_TEAM_ONLY = N_("You can open only the records of patients on your care team.")
+
+
+def _care_team_refusal(
+    entity_type: str, entity_id: int, patient_id: int | None, reason: str
+) -> PermissionDenied:
+    return PermissionDenied(
+        Message(CARE_TEAM_ONLY),
+        refusal=RefusalRecord(
+            action="patient.read",
+            entity_type=entity_type,
+            entity_id=str(entity_id),
+            patient_id=patient_id,
+            detail={"reason": reason},
+        ),
+    )
+
+
 def ensure_patient_access(session: Session, actor: Actor, patient: Patient) -> None:
     """Record-level check: care-team-restricted roles see only their own patients."""
-    if not _restricted(actor):
+    if not is_care_team_bound(actor):
         return
     on_team = session.scalar(
         select(CareTeamMember.id).where(
@@ -175,16 +197,17 @@ def ensure_patient_access(session: Session, actor: Actor, patient: Patient) -> N
         )
     )
     if on_team is None:
-        raise PermissionDenied(
-            Message(N_("You can open only the records of patients on your care team.")),
-            refusal=RefusalRecord(
-                action="patient.read",
-                entity_type="patient",
-                entity_id=str(patient.id),
-                patient_id=patient.id,
-                detail={"reason": "not_on_care_team"},
-            ),
-        )
+        raise _care_team_refusal("patient", patient.id, patient.id, "not_on_care_team")
+
+
+def missing_record(actor: Actor, message: Message, entity_type: str, entity_id: int) -> DomainError:
+    """What asking for a patient's record that does not exist raises. For a care-team-bound
+    role it is the refusal a record of a patient not on their team gets, with the same status
+    and words: a 404 for one and a 403 for the other would tell a physiotherapist which numbers
+    belong to the clinic's patients (ASVS V8.2.2). The audit record still says which it was."""
+    if is_care_team_bound(actor):
+        return _care_team_refusal(entity_type, entity_id, None, "no_such_record")
+    return NotFound(message)
 
 
 # Built once: every chart read runs it (a third cheaper than Session.get's own query).
@@ -198,7 +221,7 @@ def get_patient(
     actor.require(Permission.PATIENT_READ)
     patient = session.execute(_PATIENT_BY_ID, {"patient_id": patient_id}).scalar_one_or_none()
     if patient is None:
-        raise NotFound(Message(N_("There is no patient with this number.")))
+        raise missing_record(actor, NO_SUCH_PATIENT, "patient", patient_id)
     ensure_patient_access(session, actor, patient)
     audit.record(
         session,
@@ -313,7 +336,7 @@ def amend_patient(
     actor.require(Permission.PATIENT_AMEND)
     patient = session.get(Patient, patient_id, with_for_update=True)
     if patient is None:
-        raise NotFound(Message(N_("There is no patient with this number.")))
+        raise missing_record(actor, NO_SUCH_PATIENT, "patient", patient_id)
     ensure_patient_access(session, actor, patient)
     reason = validate_reason(reason)
     if expected_version is not None and expected_version != patient.version:

@@ -12,7 +12,7 @@ from regenspine.auth.permissions import Permission
 from regenspine.privacy import service
 from regenspine.reports.pdf import render_pdf
 from regenspine.web.openapi import RowId, responses
-from regenspine.web.security import ApiActor, Db, requires
+from regenspine.web.security import ApiActor, Db, FromTheClinic, requires
 
 router = APIRouter(tags=["privacy"], dependencies=[requires(Permission.PRIVACY_MANAGE)])
 REFUSALS = responses(401, 403, 404)
@@ -31,7 +31,9 @@ class ErasureResult(BaseModel):
     message: str
 
 
-@router.get("/patients/{patient_id}/access-export", responses=REFUSALS)
+@router.get(
+    "/patients/{patient_id}/access-export", responses=REFUSALS, dependencies=[FromTheClinic]
+)
 def access_export(patient_id: RowId, db: Db, actor: ApiActor) -> dict[str, Any]:
     return service.access_export(db, actor, patient_id)
 
@@ -40,6 +42,7 @@ def access_export(patient_id: RowId, db: Db, actor: ApiActor) -> dict[str, Any]:
     "/patients/{patient_id}/access-export.pdf",
     response_class=Response,
     responses=REFUSALS | {200: {"content": {"application/pdf": {}}}},
+    dependencies=[FromTheClinic],
 )
 def access_export_pdf(patient_id: RowId, db: Db, actor: ApiActor, lang: str = "pl") -> Response:
     export = service.access_export(db, actor, patient_id)

@@ -35,6 +35,11 @@ class CsrfRejected(DomainError):
     title = "Form expired"
 
 
+class CrossSiteRefused(DomainError):
+    status = 403
+    title = "Not allowed"
+
+
 class LoginRequired(Exception):
     """A page needs a signed-in user; the handler redirects to the sign-in page."""
 
@@ -163,6 +168,44 @@ async def posted_form(request: Request) -> FormData:
 
 
 PostedForm = Annotated[FormData, Depends(posted_form)]
+
+
+# What a browser says of where a request comes from (Fetch Metadata): "same-origin" for the
+# clinic's own pages, "none" for an address typed or bookmarked. Absent from older browsers
+# and from programs, which send no cookies on another site's behalf.
+OWN_SITE = frozenset({"same-origin", "none"})
+
+
+async def from_the_clinic(request: Request) -> None:
+    """For a costly or counted read (an export, a check of the whole log): a browser must
+    send it from the clinic's own pages (ASVS 5.0 V3.5.1, V3.5.3). Otherwise another site
+    could make a signed-in auditor's browser start one with a link or an image, using up
+    their exports or writing an export they never made into the log. Runs before the route:
+    a refusal counts nothing and records nothing. A bearer token is never sent by a browser on
+    its own, so a program with one is not asked."""
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return
+    site = request.headers.get("sec-fetch-site")
+    if site is None or site in OWN_SITE:
+        return
+    auth.security_log.warning(
+        "Request from another site refused: %s %s sec-fetch-site=%s ip=%s",
+        request.method,
+        request.url.path,
+        site[:40],
+        client_ip(request),
+    )
+    raise CrossSiteRefused(
+        Message(
+            N_(
+                "This can only be started from the clinic's own pages. Open it from the "
+                "clinic's menu; nothing was done or counted."
+            )
+        )
+    )
+
+
+FromTheClinic = Depends(from_the_clinic)
 
 
 def _gate(identity: Identity) -> tuple[str, Message] | None:
