@@ -31,9 +31,12 @@ COUNTED = [
 
 def _records(factory, action: str) -> int:  # type: ignore[no-untyped-def]
     with factory() as s:
-        return s.scalar(
-            select(func.count()).select_from(AuditRecord).where(AuditRecord.action == action)
-        ) or 0
+        return (
+            s.scalar(
+                select(func.count()).select_from(AuditRecord).where(AuditRecord.action == action)
+            )
+            or 0
+        )
 
 
 @pytest.fixture

@@ -72,6 +72,33 @@ def test_sign_in_never_redirects_to_another_site(app, staff):
     assert r.headers["location"] == "/patients"
 
 
+@pytest.mark.parametrize(
+    "next_", ["/%09/x//evil.example/", "/%0a/x//evil.example", "/%5cevil.example"]
+)
+def test_a_signed_in_browser_is_never_sent_to_another_site_from_the_sign_in_page(clients, next_):
+    """ASVS 5.0 V5.1.5: a link to the clinic's own sign-in page whose `next` hides another
+    site behind a tab, a line break or a backslash sends a signed-in user to the start page."""
+    r = clients(Role.NURSE).get(f"/login?next={next_}", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/patients"
+
+
+def test_a_page_asked_for_by_htmx_without_a_session_says_where_to_sign_in_in_any_script(app):
+    """A path with letters outside Latin-1 (here "€" and "ż") used to fail the answer's
+    HX-Redirect header with a server error; it is now sent encoded, and brings the browser
+    back to the same page after sign-in."""
+    client = browser_client(app)
+    for path, encoded in (
+        ("/patients/%E2%82%AC", "/patients/%E2%82%AC"),
+        ("/patients/%C5%BC", "/patients/%C5%BC"),
+    ):
+        r = client.get(path, headers={"HX-Request": "true"}, follow_redirects=False)
+        assert r.status_code == 401, r.text[:200]
+        assert r.headers["hx-redirect"] == f"/login?next={encoded}"
+        plain = client.get(path, follow_redirects=False)
+        assert plain.status_code == 303 and plain.headers["location"] == f"/login?next={encoded}"
+
+
 def test_stored_markup_in_free_text_is_shown_as_text(clients):
     client = clients(Role.NURSE)
     pid = client.post(

@@ -50,11 +50,14 @@ def other_site(base_url: str) -> Iterator[str]:
 
 def _exports(database_url: str) -> int:
     with session_factory(database_url)() as s:
-        return s.scalar(
-            select(func.count())
-            .select_from(AuditRecord)
-            .where(AuditRecord.action == "audit.export")
-        ) or 0
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(AuditRecord)
+                .where(AuditRecord.action == "audit.export")
+            )
+            or 0
+        )
 
 
 def test_a_link_on_another_site_cannot_start_an_audit_export(

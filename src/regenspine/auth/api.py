@@ -106,8 +106,10 @@ def list_tokens(db: Db, actor: ApiActor) -> list[ApiTokenPublic]:
     status_code=201,
     responses=REFUSALS | responses(400, 422),
 )
-def create_token(body: ApiTokenCreate, db: Db, actor: ApiActor) -> ApiTokenCreated:
-    token, secret = service.create_api_token(db, actor, body.name, body.scopes, body.days_valid)
+def create_token(body: ApiTokenCreate, db: Db, actor: ApiActor, identity: Ident) -> ApiTokenCreated:
+    token, secret = service.create_api_token(
+        db, actor, body.name, body.scopes, body.days_valid, via_session=identity.web_session
+    )
     return ApiTokenCreated.model_validate(
         ApiTokenPublic.model_validate(token).model_dump() | {"token": secret}
     )

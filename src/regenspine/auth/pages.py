@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlparse
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -17,6 +16,7 @@ from regenspine.text import plain_number
 from regenspine.web.boundary import client_ip, refusable, request_actor
 from regenspine.web.cookies import SESSION_COOKIE, cookie_kwargs, cookie_name, forget_session
 from regenspine.web.openapi import RowId
+from regenspine.web.return_to import safe_return_path, sign_in_address
 from regenspine.web.security import (
     AccountActor,
     Db,
@@ -31,14 +31,6 @@ router = APIRouter()
 FormStr = Annotated[str, Form()]
 
 
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect would let a phishing link borrow our sign-in page.
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/patients"
-    parsed = urlparse(target)
-    return parsed.path + (f"?{parsed.query}" if parsed.query else "")
-
-
 def _set_session_cookie(response: Response, token: str) -> None:
     response.set_cookie(cookie_name(SESSION_COOKIE), token, **cookie_kwargs())  # type: ignore[arg-type]
 
@@ -46,8 +38,8 @@ def _set_session_cookie(response: Response, token: str) -> None:
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, identity: Ident, next: str | None = None) -> Response:
     if identity.fully_signed_in:
-        return RedirectResponse(_safe_next(next), status_code=303)
-    return render(request, "auth/login.html", {"next": _safe_next(next)})
+        return RedirectResponse(safe_return_path(next), status_code=303)
+    return render(request, "auth/login.html", {"next": safe_return_path(next)})
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -74,10 +66,10 @@ def login(
         return render(
             request,
             "auth/login.html",
-            {"error": exc.message, "username": username[:150], "next": _safe_next(next)},
+            {"error": exc.message, "username": username[:150], "next": safe_return_path(next)},
             status=401,
         )
-    target = "/login/mfa?next=" + _safe_next(next) if result.needs_mfa else _safe_next(next)
+    target = sign_in_address("/login/mfa", next) if result.needs_mfa else safe_return_path(next)
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(response, result.session_token)
     response.set_cookie(
@@ -93,7 +85,7 @@ def login(
 def mfa_form(request: Request, identity: Ident, next: str | None = None) -> Response:
     if identity.web_session is None:
         return RedirectResponse("/login", status_code=303)
-    return render(request, "auth/mfa.html", {"next": _safe_next(next)})
+    return render(request, "auth/mfa.html", {"next": safe_return_path(next)})
 
 
 @router.post("/login/mfa", response_class=HTMLResponse)
@@ -112,8 +104,13 @@ def mfa_verify(
                 request.headers.get("user-agent", ""),
             )
     except DomainError as exc:
-        return render(request, "auth/mfa.html", {"error": exc.message, "next": next}, status=401)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+        return render(
+            request,
+            "auth/mfa.html",
+            {"error": exc.message, "next": safe_return_path(next)},
+            status=401,
+        )
+    response = RedirectResponse(safe_return_path(next), status_code=303)
     _set_session_cookie(response, token)
     return response
 
@@ -134,7 +131,7 @@ def choose_language(
     language = language if language in LANGUAGES else "en"
     if identity.actor is not None and identity.user is not None:
         service.set_language(db, identity.actor, language)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(safe_return_path(next), status_code=303)
     response.set_cookie(
         cookie_name(LANGUAGE_COOKIE),
         language,
@@ -268,6 +265,7 @@ def create_token(
     request: Request,
     db: Db,
     actor: AccountActor,
+    identity: Ident,
     name: FormStr = "",
     days_valid: FormStr = "",
     form_key: FormStr = "",
@@ -278,7 +276,9 @@ def create_token(
     days = int(days_valid) if plain_number(days_valid.strip(), 4) else 0
     try:
         with refusable(db, actor):
-            token, secret = service.create_api_token(db, actor, name, scopes, days, form_key)
+            token, secret = service.create_api_token(
+                db, actor, name, scopes, days, form_key, via_session=identity.web_session
+            )
     except InvalidInput as exc:
         return _account(request, db, actor, token_errors=exc.field_errors, status=422)
     except service.FormAlreadySent as exc:

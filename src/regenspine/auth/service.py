@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache, partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pyotp
 import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import CursorResult, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -309,7 +309,11 @@ def sign_in(
     if user is None:
         _password_matches(_decoy_hash(), password)
         raise _failed(account, "unknown_user")
-    if not _password_matches(user.password_hash, password):
+    verified = user.password_hash
+    if not _password_matches(verified, password):
+        raise _failed(username, "wrong_password")
+    _lock_account(session, user)
+    if user.password_hash != verified:  # changed or reset while the password was checked
         raise _failed(username, "wrong_password")
     if not user.is_active:
         raise _failed(username, "inactive")
@@ -517,6 +521,12 @@ def complete_mfa(
     if active is None:
         raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
     user = active.user
+    # Two second steps of one account take turns: a recovery code is used once, and a reset
+    # that ended this half-finished sign-in meanwhile is seen.
+    _lock_account(session, user)
+    session.refresh(active.web_session)
+    if active.web_session.ended_at is not None or not user.is_active:
+        raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
     policy = _throttle_policy()
     failures = _recent_failures(
         session, user.username, utcnow() - policy.window, MFA_FAILED, MFA_PASSED
@@ -541,16 +551,21 @@ def complete_mfa(
     ok = _accept_totp(session, user, code)  # digits only: a recovery code never matches
     used_recovery = False
     if not ok:
-        recovery = session.scalar(
-            select(RecoveryCode).where(
-                RecoveryCode.user_id == user.id,
-                RecoveryCode.code_hash == recovery_code_hash(code),
-                RecoveryCode.used_at.is_(None),
-            )
+        # Used in one statement that also checks it is unused: once only, whatever runs beside.
+        used = cast(
+            "CursorResult[Any]",
+            session.execute(
+                update(RecoveryCode)
+                .where(
+                    RecoveryCode.user_id == user.id,
+                    RecoveryCode.code_hash == recovery_code_hash(code),
+                    RecoveryCode.used_at.is_(None),
+                )
+                .values(used_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ),
         )
-        if recovery is not None:
-            recovery.used_at = utcnow()
-            ok = used_recovery = True
+        ok = used_recovery = used.rowcount == 1
     if not ok:
         raise InvalidCredentials(
             Message(N_("The code is not correct or has expired. Try the newest code.")),
@@ -598,7 +613,7 @@ def confirm_mfa_enrolment(
     as the user is signed out (V7.4.3): a session opened with a stolen password before MFA was
     turned on would otherwise outlive it. `keep_session` is the cookie token of the browser
     making the change."""
-    user = _user(session, actor.user_id)
+    user = _user(session, actor.user_id, lock=True)
     if user.mfa_enabled:
         raise Conflict(Message(N_("Two-step sign-in is already turned on for this account.")))
     _require_password(session, actor, user, password, browser=keep_session)
@@ -687,7 +702,7 @@ def change_password(
     that whoever learnt the old password loses the session they opened with it (ASVS V7.4.3).
     `keep_session` is the cookie token of the browser making the change. Returns how many
     other sessions were ended."""
-    user = _user(session, actor.user_id)
+    user = _user(session, actor.user_id, lock=True)
     _require_password(session, actor, user, current, "current_password", browser=keep_session)
     strength = password_strength(new, user.username, user.full_name)
     if not strength.acceptable:
@@ -814,11 +829,32 @@ def set_language(session: Session, actor: Actor, language: str) -> None:
     user.language = language
 
 
-def _user(session: Session, user_id: int | None) -> User:
-    user = session.get(User, user_id) if user_id is not None else None
+def _user(session: Session, user_id: int | None, *, lock: bool = False) -> User:
+    """The account; with `lock`, its row locked for the rest of the transaction and read
+    afresh (see _lock_account)."""
+    if lock:
+        session.flush()
+    user = (
+        session.get(User, user_id, with_for_update=lock or None, populate_existing=lock)
+        if user_id is not None
+        else None
+    )
     if user is None:
         raise NotFound(Message(N_("This account does not exist.")))
     return user
+
+
+def _lock_account(session: Session, user: User) -> None:
+    """Locks the account's row for the rest of the transaction and reads it afresh.
+
+    Everything that makes a way to act as the account (a sign-in, its second step, an API
+    token) and everything that ends them all (a reset, a password change, enabling two-step
+    sign-in, disabling the account) takes this lock first. So the two take turns, and the one
+    that goes second sees what the first committed: a reset never misses a session or token
+    made while it ran, and a sign-in with the old password never lands after the reset (on
+    PostgreSQL; SQLite admits one writer at a time anyway)."""
+    session.flush()
+    session.refresh(user, with_for_update=True)
 
 
 # --- staff accounts -----------------------------------------------------------------------
@@ -874,8 +910,11 @@ def create_user(session: Session, actor: Actor, data: UserCreate) -> User:
     # An administrator knows the first password they chose: it is temporary (ASVS V6.4.1). The
     # command line's accounts (the first administrator, the demo) are set up by their users.
     _set_password(user, data.password, temporary=not actor.is_system, now=now)
-    session.add(user)
-    session.flush()
+    try:
+        with session.begin_nested():  # the same name sent twice at once: one account
+            session.add(user)
+    except IntegrityError:
+        raise InvalidInput({"username": Message(N_("This username is already taken."))}) from None
     audit.record(
         session,
         actor,
@@ -896,7 +935,7 @@ def update_user(
     session: Session, actor: Actor, user_id: int, *, role: str | None, is_active: bool | None
 ) -> User:
     actor.require(Permission.USER_MANAGE)
-    user = _user(session, user_id)
+    user = _user(session, user_id, lock=True)
     if role is not None and role not in {r.value for r in Role}:
         raise InvalidInput({"role": Message(N_("Choose one of the listed roles."))})
     if user.id == actor.user_id and (is_active is False or (role and role != user.role)):
@@ -966,7 +1005,7 @@ def reset_credentials(
     password alone, and sets up a new authenticator (the old recovery codes no longer work);
     where two-step sign-in is required for their role, they are asked to at once."""
     actor.require(Permission.USER_MANAGE)
-    user = _user(session, user_id)
+    user = _user(session, user_id, lock=True)
     errors: dict[str, Message] = {}
     if what not in {c.value for c in CredentialReset}:
         errors["what"] = Message(
@@ -1097,16 +1136,24 @@ def create_api_token(
     scopes: list[str],
     days_valid: int = TOKEN_DAYS_DEFAULT,
     form_key: str | None = None,
+    via_session: WebSession | None = None,
 ) -> tuple[ApiToken, str]:
     """Returns the stored token and, once only, its secret value. Every token expires, within
     a year at most (ASVS V7.1.1): a forgotten integration's token must not work for ever.
 
     `form_key` is the one-time key of the page's form (new_form_key). The page shows the secret
     in its answer to the form, so a reload sends the form again: the same key then finds the
-    token it made and is refused, also when both copies arrive at once."""
+    token it made and is refused, also when both copies arrive at once.
+
+    `via_session` is the browser session asking: read again once the account is locked, so a
+    token is never made for a session that a reset ended while this request ran."""
     if actor.via_token:
         raise DomainError(Message(N_("API tokens cannot create other API tokens.")))
-    user = _user(session, actor.user_id)
+    user = _user(session, actor.user_id, lock=True)
+    if via_session is not None:
+        session.refresh(via_session)  # after the lock: a reset that ended it meanwhile is seen
+        if via_session.ended_at is not None or not user.is_active:
+            raise NotAuthenticated(Message(N_("Your sign-in has expired. Please sign in again.")))
     owed = why_no_api_token(user)
     if owed is not None:
         raise PermissionDenied(owed)
@@ -1176,7 +1223,8 @@ def list_api_tokens(session: Session, actor: Actor) -> list[ApiToken]:
 
 def revoke_api_token(session: Session, actor: Actor, token_id: int) -> None:
     _refuse_token_holder(actor)
-    token = session.get(ApiToken, token_id)
+    # Locked and read afresh: a second revoke sent at the same time finds it revoked.
+    token = session.get(ApiToken, token_id, with_for_update=True, populate_existing=True)
     if token is None or token.user_id != actor.user_id:
         raise NotFound(Message(N_("This API token does not exist.")))
     if token.revoked_at is None:

@@ -19,6 +19,7 @@ from regenspine.auth.permissions import Permission
 from regenspine.errors import N_, DomainError, Message, NotAuthenticated, PermissionDenied
 from regenspine.web.boundary import client_ip, run_statements, transaction
 from regenspine.web.cookies import ANON_CSRF_COOKIE, SESSION_COOKIE, cookie_name
+from regenspine.web.return_to import sign_in_address
 
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
@@ -227,7 +228,7 @@ def _gate(identity: Identity) -> tuple[str, Message] | None:
 
 async def page_actor(request: Request, identity: Ident) -> Actor:
     if identity.actor is None:
-        raise LoginRequired(f"/login?next={request.url.path}")
+        raise LoginRequired(sign_in_address("/login", request.url.path))
     gate = _gate(identity)
     if gate and not request.url.path.startswith(gate[0]):
         raise LoginRequired(gate[0])
