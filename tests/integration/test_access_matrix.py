@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
 from regenspine.auth.actor import SYSTEM_ACTOR
 from regenspine.auth.permissions import (
@@ -661,6 +662,38 @@ def test_every_route_answers_every_role_as_the_matrix_says(app, staff, clients, 
                 if found:
                     failures.append(found)
     assert not failures, f"{len(failures)} access-matrix mismatches:\n" + "\n".join(failures)
+
+
+def _refusals(factory: Any) -> int:
+    with factory() as s:
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(AuditRecord)
+                .where(AuditRecord.outcome == "refused")
+            )
+            or 0
+        )
+
+
+def test_every_refusal_of_the_matrix_is_written_to_the_audit_log_once(app, staff, clients, factory):
+    """ASVS 5.0 V16.3.2 (V8.2.x in the table): each 403 of the matrix, on every route and for
+    every role refused, leaves exactly one refused record in the audit log, also where a page
+    shows the error page after its use case's savepoint was rolled back with the whole
+    request."""
+    fx = build_fixture(factory, staff)
+    who = Principals(app, staff, clients)
+    failures: list[str] = []
+    for case in MATRIX:
+        for role in Role:
+            if expected_for(case, role, False) is not Outcome.DENIED:
+                continue
+            before = _refusals(factory)
+            found = probe(who, case, role, fx, fx.other, Outcome.DENIED)
+            written = _refusals(factory) - before
+            if found or written != 1:
+                failures.append(f"{case.name} as {_who(role)}: {found or ''} records {written}")
+    assert not failures, f"{len(failures)} refusals not recorded once:\n" + "\n".join(failures)
 
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

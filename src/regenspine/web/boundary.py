@@ -47,6 +47,11 @@ def record_refusal(session: Session, actor: Actor, exc: DomainError) -> None:
     exc._refusal_recorded = True  # type: ignore[attr-defined]
 
 
+def _forget_recorded(exc: DomainError) -> None:
+    """For a boundary that has just rolled back whatever the refusal's record was written in."""
+    exc._refusal_recorded = False  # type: ignore[attr-defined]
+
+
 def request_actor(request: Request) -> Actor:
     actor = getattr(request.state, "actor", None)
     if actor is not None:
@@ -188,6 +193,7 @@ def _read_transaction(request: Request, work: DeferredWork) -> Iterator[Session]
     except DomainError as exc:
         session.rollback()
         work.discard()  # as a rollback would: only the refusal is recorded
+        _forget_recorded(exc)
         record_refusal(session, request_actor(request), exc)
         raise
     except BaseException:
@@ -207,7 +213,10 @@ def _transaction(request: Request) -> Iterator[Session]:
         session.commit()
     except DomainError as exc:
         session.rollback()
-        if exc.refusal is not None and not getattr(exc, "_refusal_recorded", False):
+        if exc.refusal is not None:
+            # The rollback also took back a record written for it further in (refusable, for a
+            # page that shows the error page rather than its form): write it again, once.
+            _forget_recorded(exc)
             try:
                 record_refusal(session, request_actor(request), exc)
                 session.commit()
