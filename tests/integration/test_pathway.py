@@ -14,7 +14,7 @@ from regenspine.auth.permissions import Role
 from regenspine.consultations.models import Consultation
 from regenspine.consultations.rules import BOOLEANS
 from regenspine.eligibility.red_flags import items_for_region
-from regenspine.episodes.models import Consent
+from regenspine.episodes.models import Consent, Episode, EpisodeEvent
 from regenspine.episodes.states import OWN_FORM_STEPS, Step
 from tests.conftest import open_lumbar_episode
 
@@ -538,3 +538,107 @@ def test_text_longer_than_the_record_holds_is_refused_on_every_pathway_form(
     with factory() as s:
         [consent] = s.scalars(select(Consent)).all()
         assert consent.withdrawn_at is None and len(consent.signed_name) < 200
+
+
+# --- a cycle treats once ----------------------------------------------------------------------
+
+CLEARANCE = "Reassessed in clinic: no saddle anaesthesia, bladder normal, MRI reviewed."
+PROCEDURE_DAY = [
+    (Role.COORDINATOR, "schedule", "scheduled"),
+    (Role.DOCTOR, "harvest", "harvested"),
+    (Role.LAB_TECHNICIAN, "process", "processed"),
+    (Role.LAB_TECHNICIAN, "release", "released"),
+    (Role.DOCTOR, "administer", "administered"),
+    (Role.COORDINATOR, "start_follow_up", "follow_up"),
+]
+
+
+def _step(clients, role, episode, step, target):
+    return clients(role).post(
+        f"/api/v1/episodes/{episode}/steps", json={"step": step, "target": target}
+    )
+
+
+def _treated(clients, episode):
+    """Consented, then the whole procedure day, then follow-up."""
+    _consented(clients, episode)
+    for role, step, target in PROCEDURE_DAY:
+        r = _step(clients, role, episode, step, target)
+        assert r.status_code == 201, (step, r.text)
+    assert state(clients, episode) == "follow_up"
+
+
+def _red_flag():
+    flags = no_red_flags()
+    flags[next(iter(flags))] = True
+    return flags
+
+
+def _events(factory, episode):
+    with factory() as s:
+        return [
+            (e.step, e.cycle)
+            for e in s.scalars(select(EpisodeEvent).where(EpisodeEvent.episode_id == episode))
+        ]
+
+
+def test_a_red_flag_cleared_after_the_injection_returns_the_episode_to_its_follow_up(
+    clients, episode, factory
+):
+    """A cycle treats once. A red flag found at follow-up and cleared used to send the episode
+    back to assessment and on to a second procedure day in the same cycle, past the limit of
+    cycles. It now returns to follow-up; another treatment needs another cycle."""
+    _treated(clients, episode)
+    found = assess(clients, episode, flags=_red_flag(), change_reason="New symptom at follow-up")
+    assert found.status_code == 201, found.text
+    assert state(clients, episode) == "urgent_referral"
+    cleared = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": CLEARANCE}
+    )
+    assert cleared.status_code == 204, cleared.text
+    assert state(clients, episode) == "follow_up"
+    again = _step(clients, Role.COORDINATOR, episode, "schedule", "scheduled")
+    assert again.status_code == 409
+    assert [e for e in _events(factory, episode) if e[0] == "administer"] == [("administer", 1)]
+
+
+def test_the_procedure_day_of_a_cycle_cannot_be_repeated_even_if_the_state_allowed_it(
+    clients, episode, factory
+):
+    """Defence in depth: should an episode ever stand before its procedure day again in a cycle
+    that already had one, scheduling and harvesting are refused with the reason."""
+    _treated(clients, episode)
+    with factory() as s:
+        s.get(Episode, episode).state = "consented"
+        s.commit()
+    r = _step(clients, Role.COORDINATOR, episode, "schedule", "scheduled")
+    assert r.status_code == 409, r.text
+    assert "Cycle 1 already had its procedure day" in r.json()["detail"]
+    with factory() as s:
+        s.get(Episode, episode).state = "released"
+        s.commit()
+    r = _step(clients, Role.DOCTOR, episode, "administer", "administered")
+    assert r.status_code == 409, r.text
+    assert [e for e in _events(factory, episode) if e[0] in ("harvest", "administer")] == [
+        ("harvest", 1),
+        ("administer", 1),
+    ]
+
+
+def test_another_cycle_needs_the_latest_assessment_to_find_the_patient_eligible(
+    clients, episode, factory
+):
+    _treated(clients, episode)
+    review = assess(
+        clients,
+        episode,
+        good_consultation(active_infection=True),
+        change_reason="Follow-up review: active infection found",
+    )
+    assert review.status_code == 201, review.text
+    assert review.json()["decision"]["decision"] == "not_eligible"
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 409, r.text
+    assert "latest assessment to find the patient eligible" in r.json()["detail"]
+    assert state(clients, episode) == "follow_up"
+    assert ("new_cycle", 1) not in _events(factory, episode)

@@ -290,6 +290,5 @@ def clear_red_flag(session: Session, actor: Actor, episode_id: int, note: str) -
     screening.cleared_at = utcnow()
     screening.cleared_by = actor.user_id
     screening.clearance_note = text
-    episodes.advance(
-        session, actor, episode.id, Step.CLEAR_RED_FLAG, EpisodeState.ASSESSED, reason=text
-    )
+    target = episodes.clearance_target(session, episode)
+    episodes.advance(session, actor, episode.id, Step.CLEAR_RED_FLAG, target, reason=text)

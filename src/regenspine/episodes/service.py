@@ -172,6 +172,37 @@ def _missing(why: str, **params: object) -> StepNotAllowed:
     return StepNotAllowed(Message(why, **params))
 
 
+# A cycle treats once: each of these steps is refused once its cycle has had the step named
+# (one procedure day, one injection). Another treatment is another cycle.
+ONCE_PER_CYCLE: dict[Step, Step] = {
+    Step.SCHEDULE: Step.HARVEST,
+    Step.HARVEST: Step.HARVEST,
+    Step.ADMINISTER: Step.ADMINISTER,
+}
+
+
+def _taken_in_cycle(session: Session, episode: Episode, step: Step) -> bool:
+    return (
+        session.scalar(
+            select(EpisodeEvent.id)
+            .where(
+                EpisodeEvent.episode_id == episode.id,
+                EpisodeEvent.cycle == episode.cycle,
+                EpisodeEvent.step == step.value,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def clearance_target(session: Session, episode: Episode) -> EpisodeState:
+    """Where clearing a red flag returns the episode: to its follow-up once this cycle's
+    injection was given, else to assessment (and from there to a fresh decision)."""
+    treated = _taken_in_cycle(session, episode, Step.ADMINISTER)
+    return EpisodeState.FOLLOW_UP if treated else EpisodeState.ASSESSED
+
+
 def _check_preconditions(
     session: Session, episode: Episode, step: Step, target: EpisodeState
 ) -> None:
@@ -196,6 +227,32 @@ def _check_preconditions(
         raise _missing(N_("Record the red-flag screening that found the red flag."))
     if step == Step.CLEAR_RED_FLAG and open_red_flags(session, episode) is not None:
         raise _missing(N_("Document the reassessment that clears the red flag."))
+    if step == Step.CLEAR_RED_FLAG and target != clearance_target(session, episode):
+        raise _missing(
+            N_(
+                "After this cycle's injection a cleared red flag returns the episode to its "
+                "follow-up; before it, to assessment."
+            )
+        )
+    if step in ONCE_PER_CYCLE and _taken_in_cycle(session, episode, ONCE_PER_CYCLE[step]):
+        raise _missing(
+            N_(
+                "Cycle %(cycle)s already had its procedure day. Another treatment is another "
+                "cycle, started after the follow-up review."
+            ),
+            cycle=episode.cycle,
+        )
+    if step == Step.NEW_CYCLE and (
+        open_red_flags(session, episode) is not None
+        or decision is None
+        or not decision.effective_eligible
+    ):
+        raise _missing(
+            N_(
+                "Another cycle needs the latest assessment to find the patient eligible (or a "
+                "doctor's override) and no open red flag."
+            )
+        )
     if step in NEEDS_VALID_CONSENT or step == Step.CONSENT:
         if open_red_flags(session, episode) is not None:
             raise _missing(

@@ -138,7 +138,9 @@ _TABLE: list[tuple[Step, tuple[EpisodeState, ...], tuple[EpisodeState, ...], fro
         (S.URGENT_REFERRAL,),
         CLINICIANS,
     ),
-    (Step.CLEAR_RED_FLAG, (S.URGENT_REFERRAL,), (S.ASSESSED,), CLINICIANS),
+    # Back to assessment; or, after this cycle's injection, back to its follow-up (a cycle
+    # treats once: another treatment is another cycle).
+    (Step.CLEAR_RED_FLAG, (S.URGENT_REFERRAL,), (S.ASSESSED, S.FOLLOW_UP), CLINICIANS),
     (Step.OVERRIDE, (S.ASSESSED, S.NOT_ELIGIBLE), (S.ELIGIBLE,), CLINICIANS),
     (Step.CONSENT, (S.ELIGIBLE,), (S.CONSENTED,), FRONT_DESK),
     (Step.WITHDRAW_CONSENT, (S.CONSENTED, S.SCHEDULED), (S.ELIGIBLE,), FRONT_DESK),

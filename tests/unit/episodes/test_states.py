@@ -46,8 +46,16 @@ def test_no_harvest_without_consent_and_no_injection_before_release():
 
 
 def test_urgent_referral_never_leads_towards_treatment_except_through_reassessment():
+    """Cleared, a red flag returns the episode to assessment (a new decision), or, after the
+    cycle's injection, to its follow-up: never straight to a treatment step."""
     targets = {t.target for t in allowed_steps(S.URGENT_REFERRAL)}
-    assert targets == {S.ASSESSED, S.CLOSED, S.CANCELLED}
+    assert targets == {S.ASSESSED, S.FOLLOW_UP, S.CLOSED, S.CANCELLED}
+    assert {t.target for t in allowed_steps(S.FOLLOW_UP)} <= {
+        S.URGENT_REFERRAL,
+        S.ELIGIBLE,
+        S.CLOSED,
+        S.CANCELLED,
+    }
     assert find_transition(Step.OVERRIDE, S.URGENT_REFERRAL, S.ELIGIBLE) is None
 
 
