@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from regenspine.errors import N_
+from regenspine.errors import N_, InvalidInput, Message
 
 # An address with one @, a dot in the domain and no white space (so no line break that could
 # start a header of its own in a message).
@@ -26,6 +26,23 @@ UNSTORABLE_MESSAGE = N_(
 # surrogate pair (what broken UTF-8 in an address decodes to). Other control characters may
 # stand in a search: a barcode scanner frames a record number with STX and ETX.
 UNSEARCHABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+# Invisible characters that change the order in which the text around them is shown: the
+# bidirectional embeddings, overrides and isolates. "‮ikswolwoK naJ" shows as a name it is
+# not, and a reason or a note could show its words in another order than they were written.
+REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069]")
+REORDERING_MESSAGE = N_(
+    "This text contains invisible characters that change the order in which it is shown. "
+    "Type it again without them."
+)
+
+
+def refuse_reordering(field: str, text: str) -> None:
+    """Refuses clinical free text (a reason, a justification, a note) that holds such a
+    character, naming the field."""
+    if REORDERING.search(text):
+        raise InvalidInput({field: Message(REORDERING_MESSAGE)})
 
 
 def unstorable(value: object) -> bool:

@@ -540,6 +540,71 @@ def test_text_longer_than_the_record_holds_is_refused_on_every_pathway_form(
         assert consent.withdrawn_at is None and len(consent.signed_name) < 200
 
 
+RTL_OVERRIDE, ISOLATE, ZERO_WIDTH = "\u202e", "\u2066", "\u200b"
+
+
+@pytest.mark.parametrize(
+    "signed_name", [RTL_OVERRIDE + "ikswolwoK naJ", ZERO_WIDTH * 3, "Jan" + ZERO_WIDTH + "Kowalski"]
+)
+def test_a_signer_name_with_invisible_characters_is_refused_and_nothing_is_stored(
+    clients, episode, factory, signed_name
+):
+    """A right-to-left override showed a scanned form's signer as a name it is not, next to the
+    date; a name of zero-width spaces was kept as the signer."""
+    assess(clients, episode)
+    r = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data={
+            "method": "scanned_form",
+            "signed_name": signed_name,
+            "confirmed": "yes",
+            "language": "en",
+        },
+        files={"scan": ("consent.pdf", b"%PDF-1.4 signed form", "application/pdf")},
+    )
+    assert r.status_code == 422, r.text[:300]
+    assert "without invisible characters" in r.text
+    with factory() as s:
+        assert s.scalar(select(func.count(Consent.id))) == 0
+
+
+def test_reasons_and_notes_that_would_show_their_words_reordered_are_refused(
+    clients, episode, factory
+):
+    flags = no_red_flags()
+    flags[next(iter(flags))] = True
+    assess(clients, episode, flags=flags)
+    doctor = clients(Role.DOCTOR)
+    note = doctor.post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance",
+        json={"note": "Reassessed in clinic, MRI reviewed: " + RTL_OVERRIDE + "lamron reddalb"},
+    )
+    assert note.status_code == 422 and "change the order" in note.json()["errors"]["note"]
+    assert state(clients, episode) == "urgent_referral"
+    doctor.post(f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": CLEARANCE})
+    assess(clients, episode, change_reason="Reassessed after the clearance")
+    _consented(clients, episode)
+    coordinator = clients(Role.COORDINATOR)
+    withdrawn = coordinator.post(
+        f"/episodes/{episode}/consent/withdraw", data={"reason": ISOLATE + "Moved abroad"}
+    )
+    assert withdrawn.status_code == 422 and "change the order" in html.unescape(withdrawn.text)
+    cancelled = coordinator.post(
+        f"/api/v1/episodes/{episode}/steps",
+        json={
+            "step": "cancel",
+            "target": "cancelled",
+            "reason": "Moved " + RTL_OVERRIDE + "abroad",
+        },
+    )
+    assert (
+        cancelled.status_code == 422 and "change the order" in cancelled.json()["errors"]["reason"]
+    )
+    assert state(clients, episode) == "consented"
+    with factory() as s:
+        assert s.scalars(select(Consent)).one().withdrawn_at is None
+
+
 # --- a cycle treats once ----------------------------------------------------------------------
 
 CLEARANCE = "Reassessed in clinic: no saddle anaesthesia, bladder normal, MRI reviewed."

@@ -29,6 +29,7 @@ from regenspine.episodes import service as episodes
 from regenspine.episodes.models import Episode
 from regenspine.episodes.states import EpisodeState, Step
 from regenspine.errors import N_, Conflict, InvalidInput, Message, RefusalRecord
+from regenspine.text import refuse_reordering
 
 MIN_JUSTIFICATION = 30
 REASON_MAX = episodes.REASON_MAX
@@ -263,6 +264,7 @@ def override(
 
 
 def _refuse_too_long(field: str, text: str) -> None:
+    refuse_reordering(field, text)
     if len(text) > REASON_MAX:
         raise InvalidInput(
             {field: Message(N_("This field may have at most %(max)d characters."), max=REASON_MAX)}

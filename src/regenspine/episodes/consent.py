@@ -17,6 +17,7 @@ from regenspine.episodes.models import Consent
 from regenspine.episodes.states import EpisodeState, Step
 from regenspine.errors import N_, Conflict, InvalidInput, Message
 from regenspine.patients.models import Patient
+from regenspine.text import refuse_reordering
 
 MAX_SCAN_BYTES = 5 * 1024 * 1024
 SIGNED_NAME_MAX = 200  # the column's size
@@ -84,6 +85,14 @@ def record_consent(
     if len(signed_name) > SIGNED_NAME_MAX:
         errors["signed_name"] = Message(
             N_("This field may have at most %(max)d characters."), max=SIGNED_NAME_MAX
+        )
+    elif any(unicodedata.category(c) in ("Cc", "Cf") for c in signed_name) or (
+        signed_name.strip() and not any(c.isalpha() for c in signed_name)
+    ):
+        # As in the patient's own name: an override shows "ikswolwoK naJ" as another name,
+        # and a name of zero-width spaces is no name at all.
+        errors["signed_name"] = Message(
+            N_("Type the name as it is written, in letters, without invisible characters.")
         )
     elif method == "tablet_signature" and not _same_name(signed_name, patient):
         errors["signed_name"] = Message(
@@ -170,6 +179,7 @@ def withdraw_consent(session: Session, actor: Actor, episode_id: int, reason: st
     text = reason.strip()
     if len(text) < 5:
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})
+    refuse_reordering("reason", text)
     if len(text) > episodes.REASON_MAX:
         raise InvalidInput(
             {

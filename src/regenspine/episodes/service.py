@@ -38,6 +38,7 @@ from regenspine.errors import (
     RefusalRecord,
 )
 from regenspine.patients import service as patients
+from regenspine.text import refuse_reordering
 
 REASON_REQUIRED = frozenset({Step.CANCEL, Step.CLOSE, Step.CLEAR_RED_FLAG, Step.WITHDRAW_CONSENT})
 MIN_REASON = 5
@@ -388,6 +389,7 @@ def advance(
     cleaned_reason = (reason or "").strip() or None
     if step in REASON_REQUIRED and (cleaned_reason is None or len(cleaned_reason) < MIN_REASON):
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})
+    refuse_reordering("reason", cleaned_reason or "")
     if cleaned_reason is not None and len(cleaned_reason) > REASON_MAX:
         raise InvalidInput(
             {
