@@ -187,6 +187,21 @@ def app(database_url: str, factory: sessionmaker[Session]):  # type: ignore[no-u
     return create_app(settings)
 
 
+def audit_count(factory, action: str) -> int:  # type: ignore[no-untyped-def]
+    """How many records of this action the audit log holds."""
+    from sqlalchemy import func, select
+
+    from regenspine.audit.models import AuditRecord
+
+    with factory() as s:
+        return (
+            s.scalar(
+                select(func.count()).select_from(AuditRecord).where(AuditRecord.action == action)
+            )
+            or 0
+        )
+
+
 def open_lumbar_episode(clients) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """A coordinator registers a patient and opens a lumbar disc-protrusion episode: (patient
     id, episode id)."""

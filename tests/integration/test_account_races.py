@@ -16,13 +16,12 @@ from typing import Any
 import pyotp
 from sqlalchemy import func, select
 
-from regenspine.audit.models import AuditRecord
 from regenspine.auth import service as auth
 from regenspine.auth.models import ApiToken, RecoveryCode, WebSession
 from regenspine.auth.permissions import Role
 from regenspine.db import unit_of_work
 from regenspine.errors import N_, DomainError, Message, NotAuthenticated
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, audit_count
 
 REASON = "Identity checked in person at the front desk."
 
@@ -87,12 +86,8 @@ def test_one_recovery_code_completes_one_sign_in_when_two_send_it_at_once(factor
     )
     assert isinstance(second, DomainError)
     assert "The code is not correct" in second.message.render()
+    passed = audit_count(factory, "auth.mfa_passed")
     with factory() as s:
-        passed = s.scalar(
-            select(func.count())
-            .select_from(AuditRecord)
-            .where(AuditRecord.action == "auth.mfa_passed")
-        )
         used = s.scalar(
             select(func.count()).select_from(RecoveryCode).where(RecoveryCode.used_at.is_not(None))
         )
@@ -171,40 +166,16 @@ def test_a_token_revoked_twice_at_once_is_revoked_and_recorded_once(factory, sta
         lambda s: auth.revoke_api_token(s, nurse, token_id),
         lambda s: auth.revoke_api_token(s, nurse, token_id),
     )
-    with factory() as s:
-        records = s.scalar(
-            select(func.count())
-            .select_from(AuditRecord)
-            .where(AuditRecord.action == "api_token.revoke")
-        )
-    assert records == 1
+    assert audit_count(factory, "api_token.revoke") == 1
 
 
 def test_one_username_asked_for_twice_at_once_makes_one_account_and_a_clear_refusal(factory, staff):
     admin = staff.actor(Role.ADMIN)
     data = auth.UserCreate("new-nurse", "New Nurse", "nurse", "correct-horse-battery-staple-9")
-    first, second = factory(), factory()
-    outcome: list[Any] = []
-
-    def again() -> None:
-        try:
-            auth.create_user(second, admin, data)
-            second.commit()
-            outcome.append("made")
-        except DomainError as exc:
-            second.rollback()
-            outcome.append(exc)
-
-    try:
-        auth.create_user(first, admin, data)
-        racer = threading.Thread(target=again)
-        racer.start()
-        racer.join(0.5)  # PostgreSQL: waiting on the unique index; SQLite: for the writer
-        first.commit()
-        racer.join(30)
-        assert not racer.is_alive()
-    finally:
-        first.close()
-        second.close()
-    assert len(outcome) == 1 and isinstance(outcome[0], DomainError), outcome
-    assert "already taken" in outcome[0].field_errors["username"].render()
+    second = _while_held(  # PostgreSQL: waiting on the unique index; SQLite: for the writer
+        factory,
+        lambda s: auth.create_user(s, admin, data),
+        lambda s: auth.create_user(s, admin, data),
+    )
+    assert isinstance(second, DomainError), second
+    assert "already taken" in second.field_errors["username"].render()

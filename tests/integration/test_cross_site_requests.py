@@ -12,11 +12,9 @@ from __future__ import annotations
 import html
 
 import pytest
-from sqlalchemy import func, select
 
-from regenspine.audit.models import AuditRecord
 from regenspine.auth.permissions import Role
-from tests.conftest import browser_client, valid_patient
+from tests.conftest import audit_count, browser_client, valid_patient
 
 REFUSAL = "This can only be started from the clinic's own pages"
 # (who asks, the address, the log action it writes when it is served)
@@ -27,16 +25,6 @@ COUNTED = [
     (Role.MEDICAL_DIRECTOR, "/api/v1/patients/{pid}/access-export", "privacy.access_export"),
     (Role.MEDICAL_DIRECTOR, "/api/v1/patients/{pid}/access-export.pdf", "privacy.access_export"),
 ]
-
-
-def _records(factory, action: str) -> int:  # type: ignore[no-untyped-def]
-    with factory() as s:
-        return (
-            s.scalar(
-                select(func.count()).select_from(AuditRecord).where(AuditRecord.action == action)
-            )
-            or 0
-        )
 
 
 @pytest.fixture
@@ -50,18 +38,18 @@ def test_a_counted_read_sent_from_another_site_is_refused_and_counts_nothing(
 ):
     client = clients(role)
     url = path.format(pid=pid)
-    before = _records(factory, action)
+    before = audit_count(factory, action)
     for site in ("cross-site", "same-site"):
         r = client.get(url, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"})
         assert r.status_code == 403, (site, r.status_code, r.text[:200])
         assert REFUSAL in html.unescape(r.text)
-    assert _records(factory, action) == before
+    assert audit_count(factory, action) == before
 
     own = client.get(url, headers={"Sec-Fetch-Site": "same-origin"})
     assert own.status_code == 200, own.text[:300]
     typed = client.get(url, headers={"Sec-Fetch-Site": "none"})  # typed or bookmarked
     assert typed.status_code == 200, typed.text[:300]
-    assert _records(factory, action) == before + 2
+    assert audit_count(factory, action) == before + 2
 
 
 def test_a_program_with_an_api_token_is_not_asked_where_it_comes_from(app, clients, factory):
@@ -73,8 +61,8 @@ def test_a_program_with_an_api_token_is_not_asked_where_it_comes_from(app, clien
     assert made.status_code == 201, made.text
     program = browser_client(app)
     program.headers["Authorization"] = f"Bearer {made.json()['token']}"
-    before = _records(factory, "audit.verify")
+    before = audit_count(factory, "audit.verify")
     assert program.get("/api/v1/audit/verify").status_code == 200
     r = program.get("/api/v1/audit/verify", headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 200, r.text
-    assert _records(factory, "audit.verify") == before + 2
+    assert audit_count(factory, "audit.verify") == before + 2
