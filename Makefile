@@ -40,7 +40,7 @@ bench:
 	  exit 1; }
 	@$(MAKE) --no-print-directory install
 	$(BIN)/python bench/bench_demo_seed.py --backend $(BENCH_BACKEND)
-	$(BIN)/python bench/bench_load.py --backend $(BENCH_BACKEND)
+	$(BIN)/python bench/bench_load.py --backend $(BENCH_BACKEND) --floor --cpu
 	$(BIN)/python bench/bench_request_cost.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_read_floor.py --backend $(BENCH_BACKEND)
 	$(BIN)/python bench/bench_cold_start.py

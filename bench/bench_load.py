@@ -12,11 +12,16 @@ patients, the first four letters of the surname, the full name and the MRN. Ever
 appends a hash-chained audit record in its own transaction, so the script also checks
 afterwards that the audit log holds at least one `patient.read` record per answered chart read.
 
+With --cpu it also reads, from /proc, the CPU time that each party spent during each measured
+run, per answered request: the server's workers, the database server's processes (PostgreSQL)
+and wrk itself. On this machine all of them share the same cores, so these figures say how
+much of a request's cost the application could remove at all.
+
 Exits non-zero on operational errors (wrk missing, server not ready, any non-2xx answer or
 socket error); a missed target is printed, not an error.
 
     .venv/bin/python bench/bench_load.py [--backend sqlite|postgresql|both] [--patients 10000]
-        [--duration 10] [--warmup 3] [--connections 64] [--threads 2] [--workers 2]
+        [--duration 10] [--warmup 3] [--connections 64] [--threads 2] [--workers 2] [--cpu]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -34,7 +40,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from _common import HOST, free_port, fresh_database, regenspine_command
@@ -175,6 +181,77 @@ class Server:
         self.log.close()
 
 
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def _process_ticks(pid: str) -> tuple[str, int, int] | None:
+    """(command name, process group, user + system clock ticks) of a running process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:  # it ended between the listing and the read
+        return None
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12).
+    return name, int(fields[2]), int(fields[11]) + int(fields[12])
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Clock ticks so far of the server's process group, of the database server's processes
+    and of this script's waited-for children (wrk), and of the whole machine (busy and all)."""
+
+    server: int
+    database: int
+    children_s: float
+    machine_busy: int
+    machine_all: int
+
+
+def cpu_snapshot(server_group: int) -> CpuSnapshot:
+    server = database = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        seen = _process_ticks(pid)
+        if seen is None:
+            continue
+        name, group, ticks = seen
+        if group == server_group:
+            server += ticks
+        elif name == "postgres":
+            database += ticks
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuSnapshot(
+        server, database, children.ru_utime + children.ru_stime, sum(values) - idle, sum(values)
+    )
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """CPU microseconds per answered request, by party, during one measured run."""
+
+    server_us: float
+    database_us: float
+    wrk_us: float
+    machine_busy: float  # the share of the machine's CPU time that was busy
+
+    @staticmethod
+    def between(before: CpuSnapshot, after: CpuSnapshot, requests: int) -> CpuShare:
+        per = 1e6 / max(requests, 1)
+        all_ticks = max(after.machine_all - before.machine_all, 1)
+        return CpuShare(
+            (after.server - before.server) / TICKS_PER_SECOND * per,
+            (after.database - before.database) / TICKS_PER_SECOND * per,
+            (after.children_s - before.children_s) * per,
+            (after.machine_busy - before.machine_busy) / all_ticks,
+        )
+
+
 @dataclass(frozen=True)
 class WrkResult:
     p50_ms: float
@@ -183,6 +260,7 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu: CpuShare | None = None
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -216,7 +294,12 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def wrk(
-    base: str, script: Path, token: str | None, seconds: int, args: argparse.Namespace
+    base: str,
+    script: Path,
+    token: str | None,
+    seconds: int,
+    args: argparse.Namespace,
+    server_group: int | None = None,
 ) -> WrkResult:
     # A long timeout keeps slow answers in the latency distribution instead of dropping them.
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency"]
@@ -224,9 +307,11 @@ def wrk(
     command += ["-s", str(script)]
     if token:
         command += ["-H", f"Authorization: Bearer {token}"]
+    before = cpu_snapshot(server_group) if server_group is not None else None
     done = subprocess.run(  # noqa: S603 (wrk with our own arguments)
         [*command, base + "/"], capture_output=True, text=True, timeout=seconds + 60, check=False
     )
+    after = cpu_snapshot(server_group) if server_group is not None else None
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     result = parse_wrk(done.stdout)
@@ -235,6 +320,8 @@ def wrk(
             f"{result.non_2xx} non-2xx answers and {result.socket_errors} socket errors:\n"
             + done.stdout
         )
+    if before is not None and after is not None:
+        result = replace(result, cpu=CpuShare.between(before, after, result.requests))
     return result
 
 
@@ -276,7 +363,8 @@ def run(backend: str, args: argparse.Namespace) -> tuple[dict[str, WrkResult], i
                     raise BenchError(f"{endpoint.name}: {endpoint.paths[0]} answered {status}")
                 script = lua_script(endpoint.paths, tmp / f"paths{n}.lua")
                 warm = wrk(server.base, script, token, args.warmup, args)
-                results[endpoint.name] = wrk(server.base, script, token, args.duration, args)
+                group = server.proc.pid if args.cpu else None  # the group's leader
+                results[endpoint.name] = wrk(server.base, script, token, args.duration, args, group)
                 if endpoint.name in ("chart read", "floor read"):
                     chart_requests += 1 + warm.requests + results[endpoint.name].requests
             server.stop()
@@ -298,6 +386,36 @@ def run(backend: str, args: argparse.Namespace) -> tuple[dict[str, WrkResult], i
             drop()  # type: ignore[operator]
 
 
+def print_cpu(backend: str, results: dict[str, WrkResult]) -> None:
+    """Where each party's CPU went per request, and the budget the ratio target leaves: with
+    the machine saturated in both runs, a chart read may cost at most 1 / RATIO_TARGET times
+    what a bare request costs, all parties together."""
+    print(
+        f"{'backend':<11} {'endpoint':<12} {'workers us':>11} {'database us':>12} "
+        f"{'wrk us':>7} {'all us':>7} {'x bare':>7} {'machine busy':>13}"
+    )
+    bare = results["bare /livez"].cpu
+    assert bare is not None
+    bare_all = bare.server_us + bare.database_us + bare.wrk_us
+    for name, r in results.items():
+        c = r.cpu
+        assert c is not None
+        total = c.server_us + c.database_us + c.wrk_us
+        print(
+            f"{backend:<11} {name:<12} {c.server_us:>11.0f} {c.database_us:>12.0f} "
+            f"{c.wrk_us:>7.0f} {total:>7.0f} {total / bare_all:>7.2f} {c.machine_busy:>12.0%}"
+        )
+    chart = results["chart read"].cpu
+    assert chart is not None
+    budget = bare_all / RATIO_TARGET
+    left = budget - chart.database_us - chart.wrk_us
+    print(
+        f"{backend:<11} at ratio {RATIO_TARGET:.2f} a chart read may cost {budget:.0f} us in all; "
+        f"after the database server's and wrk's share, {left:.0f} us are left for the worker, "
+        f"against {bare.server_us:.0f} us for a bare request and {chart.server_us:.0f} us now"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
@@ -311,6 +429,11 @@ def main() -> None:
         "--floor",
         action="store_true",
         help="also load bench_read_floor.py's leanest audited chart read, in the same server",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also print the CPU time per request of the workers, the database server and wrk",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -346,6 +469,8 @@ def main() -> None:
                     f"{r.rps:>9.1f} {ratio:>6.2f}  {verdict}"
                 )
             print(f"{backend:<11} audit log holds {audited} patient.read records")
+            if args.cpu:
+                print_cpu(backend, results)
     except BenchError as exc:
         sys.exit(f"bench failed: {exc}")
 
