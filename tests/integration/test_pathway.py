@@ -707,3 +707,91 @@ def test_another_cycle_needs_the_latest_assessment_to_find_the_patient_eligible(
     assert "latest assessment to find the patient eligible" in r.json()["detail"]
     assert state(clients, episode) == "follow_up"
     assert ("new_cycle", 1) not in _events(factory, episode)
+
+
+def test_another_cycle_is_refused_on_a_decision_older_than_a_review_that_found_a_red_flag(
+    clients, episode, factory
+):
+    """A review that finds a red flag makes no decision. Once the flag was cleared, the first
+    cycle's "eligible" still stood as the latest decision and started a second cycle past the
+    active infection the same review recorded. A new cycle now needs a decision taken on the
+    newest consultation and screening."""
+    _treated(clients, episode)
+    review = assess(
+        clients,
+        episode,
+        good_consultation(active_infection=True),
+        flags=_red_flag(),
+        change_reason="Follow-up review: fever and a new symptom",
+    )
+    assert review.status_code == 201, review.text
+    assert review.json()["decision"] is None
+    cleared = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": CLEARANCE}
+    )
+    assert cleared.status_code == 204, cleared.text
+    assert state(clients, episode) == "follow_up"
+
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 409, r.text
+    assert "latest assessment to find the patient eligible" in r.json()["detail"]
+    assert state(clients, episode) == "follow_up"
+    assert ("new_cycle", 1) not in _events(factory, episode)
+    with factory() as s:
+        refusals = s.scalars(
+            select(AuditRecord.detail).where(
+                AuditRecord.action == "episode.step_refused",
+                AuditRecord.entity_id == str(episode),
+            )
+        ).all()
+    assert any(json.loads(d).get("step") == "new_cycle" for d in refusals), refusals
+
+    # The doctor's fresh assessment decides again, on what the review found.
+    again = assess(
+        clients,
+        episode,
+        good_consultation(active_infection=True),
+        change_reason="Reassessed after the red flag was cleared",
+    )
+    assert again.json()["decision"]["decision"] == "not_eligible"
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 409, r.text
+
+
+def test_a_doctor_overrides_a_follow_up_reviews_decision_to_start_another_cycle(
+    clients, episode, factory
+):
+    """The refusal of another cycle offers "a doctor's override", and the override could not be
+    made at follow-up (the pathway allowed it only before treatment). It is now made in place:
+    the episode stays in follow-up, and the new cycle follows on the overridden decision."""
+    _treated(clients, episode)
+    review = assess(
+        clients,
+        episode,
+        good_consultation(pain_weeks=4, physiotherapy_weeks=0),
+        change_reason="Follow-up review at 3 months",
+    )
+    assert review.status_code == 201, review.text
+    assert review.json()["decision"]["decision"] != "eligible"
+    refused = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert refused.status_code == 409, refused.text
+
+    nurse = clients(Role.NURSE).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": JUSTIFICATION}
+    )
+    assert nurse.status_code == 403, nurse.text
+    overridden = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": JUSTIFICATION}
+    )
+    assert overridden.status_code == 201, overridden.text
+    assert overridden.json()["overridden_by_name"]
+    assert state(clients, episode) == "follow_up"
+    assert ("override", 1) in _events(factory, episode)
+
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 201, r.text
+    assert state(clients, episode) == "eligible"
+    assert ("new_cycle", 2) in _events(factory, episode)
+
+
+JUSTIFICATION = "Seen in person: pain is returning at the treated level; a second cycle is fair."

@@ -259,8 +259,15 @@ def override(
         patient_id=episode.patient_id,
         detail={"episode": episode.id, "was": decision.decision},
     )
-    episodes.advance(session, actor, episode.id, Step.OVERRIDE, EpisodeState.ELIGIBLE, reason=text)
+    # Before any treatment the override makes the episode eligible; where another cycle may
+    # start (follow-up, a rejected product) it stays there, and the new cycle follows.
+    source = EpisodeState(episode.state)
+    target = source if source in OVERRIDDEN_IN_PLACE else EpisodeState.ELIGIBLE
+    episodes.advance(session, actor, episode.id, Step.OVERRIDE, target, reason=text)
     return decision
+
+
+OVERRIDDEN_IN_PLACE = frozenset({EpisodeState.FOLLOW_UP, EpisodeState.REJECTED})
 
 
 def _refuse_too_long(field: str, text: str) -> None:

@@ -204,6 +204,27 @@ def clearance_target(session: Session, episode: Episode) -> EpisodeState:
     return EpisodeState.FOLLOW_UP if treated else EpisodeState.ASSESSED
 
 
+def _decided_on_latest_assessment(
+    session: Session, episode: Episode, decision: EligibilityDecision
+) -> bool:
+    """Whether the decision was taken on the episode's newest consultation and screening. A
+    review that found a red flag makes no decision; once the flag is cleared, the decision
+    before it must not start another cycle past what the review recorded (an infection, say)."""
+    consultation_id = session.scalar(
+        select(Consultation.id)
+        .where(Consultation.episode_id == episode.id)
+        .order_by(Consultation.version.desc())
+        .limit(1)
+    )
+    screening_id = session.scalar(
+        select(RedFlagScreening.id)
+        .where(RedFlagScreening.episode_id == episode.id)
+        .order_by(RedFlagScreening.id.desc())
+        .limit(1)
+    )
+    return decision.consultation_id == consultation_id and decision.screening_id == screening_id
+
+
 def _check_preconditions(
     session: Session, episode: Episode, step: Step, target: EpisodeState
 ) -> None:
@@ -247,6 +268,7 @@ def _check_preconditions(
         open_red_flags(session, episode) is not None
         or decision is None
         or not decision.effective_eligible
+        or not _decided_on_latest_assessment(session, episode, decision)
     ):
         raise _missing(
             N_(

@@ -52,6 +52,7 @@ def test_urgent_referral_never_leads_towards_treatment_except_through_reassessme
     assert targets == {S.ASSESSED, S.FOLLOW_UP, S.CLOSED, S.CANCELLED}
     assert {t.target for t in allowed_steps(S.FOLLOW_UP)} <= {
         S.URGENT_REFERRAL,
+        S.FOLLOW_UP,  # an override of the review's decision, in place
         S.ELIGIBLE,
         S.CLOSED,
         S.CANCELLED,
@@ -60,8 +61,20 @@ def test_urgent_referral_never_leads_towards_treatment_except_through_reassessme
 
 
 def test_override_is_a_clinicians_step_and_only_from_a_decision_state():
-    sources = {t.source for t in TRANSITIONS if t.step == Step.OVERRIDE}
-    assert sources == {S.ASSESSED, S.NOT_ELIGIBLE}
+    """Before treatment an override makes the episode eligible; where another cycle may start
+    it leaves the episode where it is (the new cycle follows), and it never moves an episode
+    anywhere else."""
+    moves = {(t.source, t.target) for t in TRANSITIONS if t.step == Step.OVERRIDE}
+    assert moves == {
+        (S.ASSESSED, S.ELIGIBLE),
+        (S.NOT_ELIGIBLE, S.ELIGIBLE),
+        (S.FOLLOW_UP, S.FOLLOW_UP),
+        (S.REJECTED, S.REJECTED),
+    }
+    assert {t.source for t in TRANSITIONS if t.step == Step.NEW_CYCLE} == {
+        S.FOLLOW_UP,
+        S.REJECTED,
+    }
     assert all(
         t.roles <= {Role.DOCTOR, Role.MEDICAL_DIRECTOR}
         for t in TRANSITIONS
