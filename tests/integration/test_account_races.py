@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pyotp
+from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
 from regenspine.auth import service as auth
-from regenspine.auth.models import ApiToken, RecoveryCode, WebSession
+from regenspine.auth.models import ApiToken, RecoveryCode, User, WebSession
 from regenspine.auth.permissions import Role
 from regenspine.db import unit_of_work
 from regenspine.errors import N_, DomainError, Message, NotAuthenticated
@@ -179,3 +180,26 @@ def test_one_username_asked_for_twice_at_once_makes_one_account_and_a_clear_refu
     )
     assert isinstance(second, DomainError), second
     assert "already taken" in second.field_errors["username"].render()
+
+
+def test_two_sign_ins_with_the_right_password_at_once_both_succeed_while_its_hash_is_renewed(
+    factory, staff
+):
+    """A password stored with older hashing parameters is hashed again at the next sign-in. A
+    second sign-in that checked the old hash saw the hash change under the account's lock and
+    was refused as a wrong password, counted towards the lock (PostgreSQL)."""
+    nurse = staff.users[Role.NURSE]
+    older = PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1).hash(PASSWORD)
+    with unit_of_work(factory) as s:
+        s.get(User, nurse.id).password_hash = older
+
+    second = _while_held(
+        factory,
+        lambda s: auth.sign_in(s, "nurse", PASSWORD, "10.0.0.1", "ua"),
+        lambda s: auth.sign_in(s, "nurse", PASSWORD, "10.0.0.2", "ua"),
+    )
+    assert isinstance(second, auth.SignIn), second
+    with factory() as s:
+        assert s.get(User, nurse.id).password_hash != older
+    assert _open_sessions(factory, nurse.id) == 2
+    assert audit_count(factory, "auth.login_failed") == 0

@@ -313,7 +313,9 @@ def sign_in(
     if not _password_matches(verified, password):
         raise _failed(username, "wrong_password")
     _lock_account(session, user)
-    if user.password_hash != verified:  # changed or reset while the password was checked
+    # Changed or reset while the password was checked: the new hash decides. A sign-in beside
+    # it may only have re-hashed the same password with the current parameters.
+    if user.password_hash != verified and not _password_matches(user.password_hash, password):
         raise _failed(username, "wrong_password")
     if not user.is_active:
         raise _failed(username, "inactive")
