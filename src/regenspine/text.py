@@ -38,6 +38,15 @@ REORDERING_MESSAGE = N_(
 )
 
 
+# Letters that show as nothing: the Hangul fillers are letters to Unicode (category Lo), so a
+# name made of them passes every "has letters" check and is still blank on the page.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def has_blank_letters(text: str) -> bool:
+    return any(c in BLANK_LETTERS for c in text)
+
+
 def refuse_reordering(field: str, text: str) -> None:
     """Refuses clinical free text (a reason, a justification, a note) that holds such a
     character, naming the field."""

@@ -540,11 +540,18 @@ def test_text_longer_than_the_record_holds_is_refused_on_every_pathway_form(
         assert consent.withdrawn_at is None and len(consent.signed_name) < 200
 
 
-RTL_OVERRIDE, ISOLATE, ZERO_WIDTH = "\u202e", "\u2066", "\u200b"
+RTL_OVERRIDE, ISOLATE, ZERO_WIDTH, HANGUL_FILLER = "\u202e", "\u2066", "\u200b", "\u3164"
 
 
 @pytest.mark.parametrize(
-    "signed_name", [RTL_OVERRIDE + "ikswolwoK naJ", ZERO_WIDTH * 3, "Jan" + ZERO_WIDTH + "Kowalski"]
+    "signed_name",
+    [
+        RTL_OVERRIDE + "ikswolwoK naJ",
+        ZERO_WIDTH * 3,
+        "Jan" + ZERO_WIDTH + "Kowalski",
+        HANGUL_FILLER * 3,  # a letter to Unicode that shows as nothing
+        "Jan" + HANGUL_FILLER + "Kowalski",
+    ],
 )
 def test_a_signer_name_with_invisible_characters_is_refused_and_nothing_is_stored(
     clients, episode, factory, signed_name
@@ -566,6 +573,22 @@ def test_a_signer_name_with_invisible_characters_is_refused_and_nothing_is_store
     assert "without invisible characters" in r.text
     with factory() as s:
         assert s.scalar(select(func.count(Consent.id))) == 0
+
+
+def test_a_consultation_changed_with_a_reason_that_would_show_reordered_is_refused(
+    clients, episode, factory
+):
+    assess(clients, episode)
+    r = assess(
+        clients,
+        episode,
+        good_consultation(pain_weeks=60),
+        change_reason="Imaging " + RTL_OVERRIDE + "deweiver",
+    )
+    assert r.status_code == 422, r.text
+    assert "change the order" in r.json()["errors"]["change_reason"]
+    with factory() as s:
+        assert s.scalars(select(Consultation.pain_weeks)).all() == [52]
 
 
 def test_reasons_and_notes_that_would_show_their_words_reordered_are_refused(

@@ -96,6 +96,10 @@ def test_amendment_keeps_the_previous_value_and_the_reason(factory, staff):
         ({"date_of_birth": "2999-01-01"}, "Wrong birth date", "date_of_birth"),
         ({"phone": "+48 111 222 333"}, "no", "reason"),
         ({"family_name": "x" * 101}, "Name corrected", "family_name"),
+        # A right-to-left override shows the reason's words in another order than written.
+        ({"phone": "+48 111 222 333"}, "Patient \u202edetseuqer", "reason"),
+        # Hangul fillers are letters to Unicode, yet show as nothing: a blank name.
+        ({"family_name": "\u3164\u3164\u3164"}, "Name corrected", "family_name"),
     ],
 )
 def test_invalid_amendment_is_refused_and_changes_nothing(factory, staff, changes, reason, field):

@@ -17,6 +17,7 @@ from regenspine.consultations.rules import validate_consultation
 from regenspine.episodes import service as episodes
 from regenspine.episodes.states import EpisodeState
 from regenspine.errors import N_, InvalidInput, Message
+from regenspine.text import refuse_reordering
 
 # Before consent the decision may still change; between consent and injection it may not.
 EDITABLE_STATES = (
@@ -66,6 +67,7 @@ def record_consultation(
         or 0
     )
     reason = (change_reason or "").strip() or None
+    refuse_reordering("change_reason", reason or "")
     if previous and (reason is None or len(reason) < 5):
         raise InvalidInput(
             {

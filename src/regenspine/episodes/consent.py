@@ -17,7 +17,7 @@ from regenspine.episodes.models import Consent
 from regenspine.episodes.states import EpisodeState, Step
 from regenspine.errors import N_, Conflict, InvalidInput, Message
 from regenspine.patients.models import Patient
-from regenspine.text import refuse_reordering
+from regenspine.text import has_blank_letters, refuse_reordering
 
 MAX_SCAN_BYTES = 5 * 1024 * 1024
 SIGNED_NAME_MAX = 200  # the column's size
@@ -86,8 +86,10 @@ def record_consent(
         errors["signed_name"] = Message(
             N_("This field may have at most %(max)d characters."), max=SIGNED_NAME_MAX
         )
-    elif any(unicodedata.category(c) in ("Cc", "Cf") for c in signed_name) or (
-        signed_name.strip() and not any(c.isalpha() for c in signed_name)
+    elif (
+        any(unicodedata.category(c) in ("Cc", "Cf") for c in signed_name)
+        or has_blank_letters(signed_name)
+        or (signed_name.strip() and not any(c.isalpha() for c in signed_name))
     ):
         # As in the patient's own name: an override shows "ikswolwoK naJ" as another name,
         # and a name of zero-width spaces is no name at all.

@@ -14,7 +14,7 @@ from babel import Locale
 
 from regenspine.errors import N_, InvalidInput, Message
 from regenspine.patients.pesel import PeselError, parse_pesel
-from regenspine.text import EMAIL_PATTERN
+from regenspine.text import EMAIL_PATTERN, has_blank_letters, refuse_reordering
 
 
 class Sex(StrEnum):
@@ -116,8 +116,9 @@ def normalise_for_search(text: str) -> str:
 
 def is_plausible_name(value: str) -> bool:
     """Letters (any script, with combining marks) and single separators such as "O'Brien",
-    "Anna-Maria" or "St. John"; no digits of any kind, no symbols."""
-    if not value or unicodedata.category(value[0])[0] != "L":
+    "Anna-Maria" or "St. John"; no digits of any kind, no symbols, no letter that shows
+    as nothing."""
+    if not value or unicodedata.category(value[0])[0] != "L" or has_blank_letters(value):
         return False
     previous_separator = False
     prev = ""
@@ -331,6 +332,7 @@ def validate_reason(reason: str) -> str:
                 )
             }
         )
+    refuse_reordering("reason", reason)
     return reason
 
 
