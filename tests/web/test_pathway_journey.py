@@ -9,7 +9,11 @@ from datetime import date
 import pytest
 from playwright.sync_api import expect
 
+from regenspine.auth.permissions import Role
+from regenspine.db import session_factory, unit_of_work
 from regenspine.eligibility.red_flags import items_for_region
+from regenspine.episodes import service as episodes
+from regenspine.episodes.states import EpisodeState, Step
 from tests.conftest import person
 from tests.web.conftest import by_label, login, screenshot
 from tests.web.test_patient_journey import register
@@ -40,11 +44,22 @@ def _open_episode(page, base_url: str, born: date, serial: int, given: str) -> s
     return re.sub(r"^https?://[^/]+", "", page.url)
 
 
-def _assess(page, base_url: str, episode: str, positive: str | None = None) -> None:
+def _assess(
+    page,
+    base_url: str,
+    episode: str,
+    positive: str | None = None,
+    *,
+    pain_weeks: int = 52,
+    physiotherapy_weeks: int = 12,
+    change_reason: str | None = None,
+) -> None:
     page.goto(base_url + episode + "/assess")
+    if change_reason is not None:
+        by_label(page, "Reason for the change").fill(change_reason)
     by_label(page, "Presenting complaint").fill("Low back pain for a year, worse on sitting")
-    by_label(page, "Pain duration (weeks)").fill("52")
-    by_label(page, "Physiotherapy so far (weeks)").fill("12")
+    by_label(page, "Pain duration (weeks)").fill(str(pain_weeks))
+    by_label(page, "Physiotherapy so far (weeks)").fill(str(physiotherapy_weeks))
     by_label(page, "BMI").fill("26")
     by_label(page, "Modality").select_option("mri")
     page.get_by_label("Pfirrmann grade L4-L5").select_option("3")
@@ -127,3 +142,56 @@ def test_a_cauda_equina_flag_ends_in_urgent_referral_on_the_directors_work_list(
         screenshot(d_page, "worklist-director.png")
     finally:
         director.close()
+
+
+PROCEDURE_DAY = [
+    (Role.COORDINATOR, Step.SCHEDULE, EpisodeState.SCHEDULED),
+    (Role.DOCTOR, Step.HARVEST, EpisodeState.HARVESTED),
+    (Role.LAB_TECHNICIAN, Step.PROCESS, EpisodeState.PROCESSED),
+    (Role.LAB_TECHNICIAN, Step.RELEASE, EpisodeState.RELEASED),
+    (Role.DOCTOR, Step.ADMINISTER, EpisodeState.ADMINISTERED),
+    (Role.COORDINATOR, Step.START_FOLLOW_UP, EpisodeState.FOLLOW_UP),
+]
+
+
+def test_a_doctor_overrides_the_follow_up_review_and_starts_another_cycle(
+    page, live_server, base_url
+):
+    """At follow-up a review the rules send for the doctor's review offers the override on the
+    episode page; the episode stays in follow-up, and "Start another cycle" then works."""
+    login(page, base_url, live_server.staff.username("doctor"))
+    episode = _open_episode(page, base_url, date(1968, 4, 4), 765, "Teresa")
+    _assess(page, base_url, episode)
+    page.get_by_label("Patient's full name, typed by the patient").fill("Teresa Wiśniewska")
+    page.get_by_label(re.compile("The patient has read the document")).check()
+    page.get_by_role("button", name="Record consent").click()
+    expect(page.locator(".chart-head .badge")).to_have_text("Consented")
+    episode_id = int(episode.rsplit("/", 1)[1])
+    with unit_of_work(session_factory(live_server.database_url)) as s:
+        for role, step, target in PROCEDURE_DAY:
+            episodes.take_step(s, live_server.staff.actor(role), episode_id, step, target)
+
+    _assess(
+        page,
+        base_url,
+        episode,
+        pain_weeks=4,
+        physiotherapy_weeks=0,
+        change_reason="Follow-up review at three months",
+    )
+    expect(page.locator(".chart-head .badge")).to_have_text("Follow-up")
+    page.get_by_role("button", name="Start another cycle").click()
+    expect(page.get_by_role("alert").first).to_contain_text("doctor's override")
+    expect(page.locator(".chart-head .badge")).to_have_text("Follow-up")
+
+    page.get_by_label(re.compile("Written justification")).fill(
+        "Seen in person: the pain is back at the treated level; a second cycle is fair."
+    )
+    screenshot(page, "episode-follow-up-override.png")
+    page.get_by_role("button", name="Override eligibility").click()
+    expect(page.locator(".chart-head .badge")).to_have_text("Follow-up")
+    expect(page.get_by_text(re.compile("overridden by"))).to_be_visible()
+    page.get_by_role("button", name="Start another cycle").click()
+    expect(page.locator(".chart-head .badge")).to_have_text("Eligible")
+    expect(page.get_by_role("button", name="Record consent")).to_be_visible()
+    screenshot(page, "episode-second-cycle.png")
