@@ -13,10 +13,11 @@ from regenspine.audit.models import AuditRecord
 from regenspine.auth.permissions import Role
 from regenspine.consultations.models import Consultation
 from regenspine.consultations.rules import BOOLEANS
+from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
 from regenspine.eligibility.red_flags import items_for_region
 from regenspine.episodes.models import Consent, Episode, EpisodeEvent
 from regenspine.episodes.states import OWN_FORM_STEPS, Step
-from tests.conftest import open_lumbar_episode
+from tests.conftest import audit_count, open_lumbar_episode
 
 NAME = "Jan Kowalski"
 
@@ -146,7 +147,10 @@ def test_clearing_a_red_flag_needs_a_documented_reassessment(clients, episode):
         json={"note": "Reassessed in clinic: no saddle anaesthesia, bladder normal, MRI reviewed."},
     )
     assert ok.status_code == 204
-    assert state(clients, episode) == "assessed"
+    # The rules decide again on the consultation and the cleared screening.
+    assert state(clients, episode) == "eligible"
+    decision = clients(Role.DOCTOR).get(f"/api/v1/episodes/{episode}/decision").json()
+    assert decision["decision"] == "eligible" and decision["red_flag"] is False
 
 
 def test_not_eligible_lists_every_reason_and_a_doctor_can_override_with_justification(
@@ -818,3 +822,138 @@ def test_a_doctor_overrides_a_follow_up_reviews_decision_to_start_another_cycle(
 
 
 JUSTIFICATION = "Seen in person: pain is returning at the treated level; a second cycle is fair."
+
+
+def test_another_cycle_follows_a_review_made_after_this_cycles_injection(clients, episode, factory):
+    """The first cycle's decision, taken before its injection, started a second cycle seconds
+    after follow-up began: no review, no new consultation or screening. Another cycle now
+    needs the follow-up assessment recorded after the injection."""
+    _treated(clients, episode)
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 409, r.text
+    assert "record the follow-up assessment made after cycle 1's injection" in r.json()["detail"]
+    assert state(clients, episode) == "follow_up"
+
+    review = assess(clients, episode, change_reason="Follow-up review at three months")
+    assert review.json()["decision"]["decision"] == "eligible"
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 201, r.text
+    assert ("new_cycle", 2) in _events(factory, episode)
+
+
+def test_a_red_flag_assessment_is_what_the_rules_decide_on_once_the_flag_is_cleared(
+    clients, episode, factory
+):
+    """A decision of "needs review", then an assessment that found a red flag (no decision),
+    then one in urgent referral recording an infection and other levels: once the flag was
+    cleared, the first decision could be overridden, consented and treated at levels no
+    decision had checked. Clearing now has the rules decide on the newest assessment."""
+    first = assess(clients, episode, good_consultation(pain_weeks=4, physiotherapy_weeks=0))
+    assert first.json()["decision"]["decision"] == "needs_review"
+    flagged = assess(clients, episode, flags=_red_flag(), change_reason="New symptom reported")
+    assert flagged.json()["decision"] is None
+    worse = assess(
+        clients,
+        episode,
+        good_consultation(active_infection=True, target_levels=["L3-L4"]),
+        flags=_red_flag(),
+        change_reason="Reassessed in urgent referral",
+    )
+    assert worse.status_code == 201, worse.text
+    cleared = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": CLEARANCE}
+    )
+    assert cleared.status_code == 204, cleared.text
+
+    decision = clients(Role.DOCTOR).get(f"/api/v1/episodes/{episode}/decision").json()
+    assert decision["decision"] == "not_eligible"
+    assert decision["inputs"]["active_infection"] is True
+    assert decision["inputs"]["target_levels"] == ["L3-L4"]
+    assert state(clients, episode) == "not_eligible"
+    with factory() as s:
+        latest = s.scalars(select(Consultation).order_by(Consultation.version.desc())).first()
+        newest = s.scalars(select(EligibilityDecision).order_by(EligibilityDecision.id.desc()))
+        assert newest.first().consultation_id == latest.id
+        assert (
+            s.scalars(
+                select(RedFlagScreening)
+                .where(RedFlagScreening.cleared_at.is_(None))
+                .where(RedFlagScreening.any_positive.is_(True))
+            ).all()
+            == []
+        )
+
+
+def test_one_reassessment_clears_every_open_red_flag(clients, episode, factory):
+    """Two assessments in a row that each found a red flag left two open flags; clearing
+    cleared the newest only, found the other still open and refused, forever."""
+    assess(clients, episode, flags=_red_flag())
+    assess(clients, episode, flags=_red_flag(), change_reason="Seen again the next day")
+    cleared = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": CLEARANCE}
+    )
+    assert cleared.status_code == 204, cleared.text
+    assert state(clients, episode) == "eligible"
+    with factory() as s:
+        screenings = s.scalars(select(RedFlagScreening)).all()
+    assert len(screenings) == 2
+    assert all(f.cleared_at is not None and f.clearance_note == CLEARANCE for f in screenings)
+
+
+def _newer_consultation_behind_the_decision(factory, **changes):
+    """Defence in depth: a consultation no decision has seen, stored as only a fault could."""
+    with factory() as s:
+        latest = s.scalars(select(Consultation).order_by(Consultation.version.desc())).first()
+        s.add(
+            Consultation(
+                episode_id=latest.episode_id,
+                version=latest.version + 1,
+                recorded_by=latest.recorded_by,
+                recorded_by_name=latest.recorded_by_name,
+                change_reason="Imported from the referral letter",
+                presenting_complaint=latest.presenting_complaint,
+                prior_fusion_levels=[],
+                level_findings={},
+                diagnoses=latest.diagnoses,
+                target_levels=latest.target_levels,
+                **changes,
+            )
+        )
+        s.commit()
+
+
+def test_a_decision_older_than_the_newest_consultation_is_neither_overridden_nor_acted_on(
+    clients, episode, factory
+):
+    assess(clients, episode, good_consultation(pain_weeks=4, physiotherapy_weeks=0))
+    _newer_consultation_behind_the_decision(factory, active_infection=True)
+    r = clients(Role.DOCTOR).post(
+        f"/api/v1/episodes/{episode}/override", json={"justification": JUSTIFICATION}
+    )
+    assert r.status_code == 409, r.text
+    assert "before the newest consultation or red-flag screening" in r.json()["detail"]
+    assert state(clients, episode) == "assessed"
+    assert audit_count(factory, "eligibility.override_refused") == 1
+    with factory() as s:
+        assert s.scalars(select(EligibilityDecision.overridden_at)).all() == [None]
+
+
+def test_consent_and_the_procedure_day_need_a_decision_on_the_newest_assessment(
+    clients, episode, factory
+):
+    assess(clients, episode)
+    _newer_consultation_behind_the_decision(factory, active_infection=True)
+    consent = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data={
+            "method": "tablet_signature",
+            "signed_name": NAME,
+            "confirmed": "yes",
+            "language": "en",
+        },
+    )
+    assert consent.status_code == 409, consent.text[:300]
+    assert "before the newest consultation" in html.unescape(consent.text)
+    with factory() as s:
+        assert s.scalars(select(Consent)).all() == []
+    assert state(clients, episode) == "eligible"

@@ -233,8 +233,11 @@ def override(
         )
     if decision.decision == Decision.ELIGIBLE.value or decision.overridden_at is not None:
         raise Conflict(
-            Message(N_("This decision is already eligible; there is nothing to override."))
+            Message(N_("This decision is already eligible; there is nothing to override.")),
+            refusal=refusal,
         )
+    if not episodes.decided_on_latest_assessment(session, episode, decision):
+        raise episodes.StepNotAllowed(Message(episodes.STALE_DECISION), refusal=refusal)
     text = justification.strip()
     if len(text) < MIN_JUSTIFICATION:
         raise InvalidInput(
@@ -259,15 +262,15 @@ def override(
         patient_id=episode.patient_id,
         detail={"episode": episode.id, "was": decision.decision},
     )
-    # Before any treatment the override makes the episode eligible; where another cycle may
-    # start (follow-up, a rejected product) it stays there, and the new cycle follows.
+    # Before any treatment the override makes the episode eligible; at follow-up, where
+    # another cycle may start, it stays there, and the new cycle follows.
     source = EpisodeState(episode.state)
     target = source if source in OVERRIDDEN_IN_PLACE else EpisodeState.ELIGIBLE
     episodes.advance(session, actor, episode.id, Step.OVERRIDE, target, reason=text)
     return decision
 
 
-OVERRIDDEN_IN_PLACE = frozenset({EpisodeState.FOLLOW_UP, EpisodeState.REJECTED})
+OVERRIDDEN_IN_PLACE = frozenset({EpisodeState.FOLLOW_UP})
 
 
 def _refuse_too_long(field: str, text: str) -> None:
@@ -296,8 +299,18 @@ def clear_red_flag(session: Session, actor: Actor, episode_id: int, note: str) -
             }
         )
     _refuse_too_long("note", text)
-    screening.cleared_at = utcnow()
-    screening.cleared_by = actor.user_id
-    screening.clearance_note = text
+    # One reassessment clears every flag still open on the episode (two assessments in a row
+    # may each have found one).
+    while screening is not None:
+        screening.cleared_at = utcnow()
+        screening.cleared_by = actor.user_id
+        screening.clearance_note = text
+        session.flush()
+        screening = episodes.open_red_flags(session, episode)
     target = episodes.clearance_target(session, episode)
     episodes.advance(session, actor, episode.id, Step.CLEAR_RED_FLAG, target, reason=text)
+    # The rules decide again on the newest consultation and the cleared screening: what the
+    # assessment that found the flag recorded (an infection, other levels) is what counts,
+    # never a decision taken before it.
+    if latest_consultation(session, episode.id) is not None:
+        evaluate_episode(session, actor, episode)

@@ -169,6 +169,12 @@ def open_red_flags(session: Session, episode: Episode) -> RedFlagScreening | Non
     )
 
 
+STALE_DECISION = N_(
+    "The eligibility decision was taken before the newest consultation or red-flag screening: "
+    "record the assessment again so that the rules decide on what is recorded now."
+)
+
+
 def _missing(why: str, **params: object) -> StepNotAllowed:
     return StepNotAllowed(Message(why, **params))
 
@@ -204,12 +210,13 @@ def clearance_target(session: Session, episode: Episode) -> EpisodeState:
     return EpisodeState.FOLLOW_UP if treated else EpisodeState.ASSESSED
 
 
-def _decided_on_latest_assessment(
+def decided_on_latest_assessment(
     session: Session, episode: Episode, decision: EligibilityDecision
 ) -> bool:
-    """Whether the decision was taken on the episode's newest consultation and screening. A
-    review that found a red flag makes no decision; once the flag is cleared, the decision
-    before it must not start another cycle past what the review recorded (an infection, say)."""
+    """Whether the decision was taken on the episode's newest consultation and screening. An
+    assessment that finds a red flag makes no decision; the decision before it must not lead
+    to treatment past what that assessment recorded (an infection, other levels), neither
+    overridden nor as it stands."""
     consultation_id = session.scalar(
         select(Consultation.id)
         .where(Consultation.episode_id == episode.id)
@@ -223,6 +230,24 @@ def _decided_on_latest_assessment(
         .limit(1)
     )
     return decision.consultation_id == consultation_id and decision.screening_id == screening_id
+
+
+def _reviewed_since_injection(
+    session: Session, episode: Episode, decision: EligibilityDecision
+) -> bool:
+    """Whether the decision was taken after this cycle's injection (true if it had none, as
+    after a rejected product): another treatment follows a review of this one."""
+    injected_at = session.scalar(
+        select(EpisodeEvent.at)
+        .where(
+            EpisodeEvent.episode_id == episode.id,
+            EpisodeEvent.cycle == episode.cycle,
+            EpisodeEvent.step == Step.ADMINISTER.value,
+        )
+        .order_by(EpisodeEvent.id.desc())
+        .limit(1)
+    )
+    return injected_at is None or decision.decided_at > injected_at
 
 
 def _check_preconditions(
@@ -264,11 +289,23 @@ def _check_preconditions(
             ),
             cycle=episode.cycle,
         )
+    if (
+        step == Step.NEW_CYCLE
+        and decision is not None
+        and not _reviewed_since_injection(session, episode, decision)
+    ):
+        raise _missing(
+            N_(
+                "Another cycle follows a review of this one: record the follow-up assessment "
+                "made after cycle %(cycle)s's injection first."
+            ),
+            cycle=episode.cycle,
+        )
     if step == Step.NEW_CYCLE and (
         open_red_flags(session, episode) is not None
         or decision is None
         or not decision.effective_eligible
-        or not _decided_on_latest_assessment(session, episode, decision)
+        or not decided_on_latest_assessment(session, episode, decision)
     ):
         raise _missing(
             N_(
@@ -311,6 +348,10 @@ def _check_preconditions(
                 consented=", ".join(consent.levels or []) or "-",
                 targets=", ".join(targets or []) or "-",
             )
+    if (step in NEEDS_VALID_CONSENT or step == Step.CONSENT) and not (
+        decision is not None and decided_on_latest_assessment(session, episode, decision)
+    ):
+        raise _missing(STALE_DECISION)
     if step == Step.CONSENT:
         consent = current_consent(session, episode)
         if consent is None or consent.withdrawn_at is not None:

@@ -142,10 +142,9 @@ _TABLE: list[tuple[Step, tuple[EpisodeState, ...], tuple[EpisodeState, ...], fro
     # treats once: another treatment is another cycle).
     (Step.CLEAR_RED_FLAG, (S.URGENT_REFERRAL,), (S.ASSESSED, S.FOLLOW_UP), CLINICIANS),
     (Step.OVERRIDE, (S.ASSESSED, S.NOT_ELIGIBLE), (S.ELIGIBLE,), CLINICIANS),
-    # Where another cycle may start, the review's decision is overridden in place: the episode
-    # stays where it is, and the new cycle (which needs an eligible decision) starts after it.
+    # At follow-up the review's decision is overridden in place: the episode stays there, and
+    # the new cycle (which needs an eligible decision) starts after it.
     (Step.OVERRIDE, (S.FOLLOW_UP,), (S.FOLLOW_UP,), CLINICIANS),
-    (Step.OVERRIDE, (S.REJECTED,), (S.REJECTED,), CLINICIANS),
     (Step.CONSENT, (S.ELIGIBLE,), (S.CONSENTED,), FRONT_DESK),
     (Step.WITHDRAW_CONSENT, (S.CONSENTED, S.SCHEDULED), (S.ELIGIBLE,), FRONT_DESK),
     (Step.SCHEDULE, (S.CONSENTED,), (S.SCHEDULED,), FRONT_DESK),

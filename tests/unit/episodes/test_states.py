@@ -69,7 +69,6 @@ def test_override_is_a_clinicians_step_and_only_from_a_decision_state():
         (S.ASSESSED, S.ELIGIBLE),
         (S.NOT_ELIGIBLE, S.ELIGIBLE),
         (S.FOLLOW_UP, S.FOLLOW_UP),
-        (S.REJECTED, S.REJECTED),
     }
     assert {t.source for t in TRANSITIONS if t.step == Step.NEW_CYCLE} == {
         S.FOLLOW_UP,
