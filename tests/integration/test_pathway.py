@@ -957,3 +957,35 @@ def test_consent_and_the_procedure_day_need_a_decision_on_the_newest_assessment(
     with factory() as s:
         assert s.scalars(select(Consent)).all() == []
     assert state(clients, episode) == "eligible"
+
+
+def test_the_episode_page_shows_a_decision_older_than_the_newest_assessment_as_no_longer_counting(
+    clients, episode
+):
+    """An assessment that found a red flag makes no decision; the page went on showing the
+    earlier one, with its override and its rules, beside the red flag."""
+    assess(clients, episode, good_consultation(pain_weeks=4, physiotherapy_weeks=0))
+    page = clients(Role.DOCTOR).get(f"/episodes/{episode}").text
+    assert "Rules that fired" in page and "Override eligibility" in page
+    assess(clients, episode, flags=_red_flag(), change_reason="New symptom reported")
+    page = html.unescape(clients(Role.DOCTOR).get(f"/episodes/{episode}").text)
+    assert "the earlier one (needs the doctor's review) no longer counts" in page
+    assert "Rules that fired" not in page
+    assert "Override eligibility" not in page
+
+
+def test_the_episode_page_offers_only_steps_that_can_be_taken_now(clients, episode, factory):
+    """At the last cycle, or before a follow-up review, "Start another cycle" could only be
+    refused; the page no longer offers it. The step itself is still refused with the reason."""
+    _treated(clients, episode)
+    page = clients(Role.DOCTOR).get(f"/episodes/{episode}").text
+    assert "Close episode" in page
+    assert "Start another cycle" not in page
+    assess(clients, episode, change_reason="Follow-up review at three months")
+    assert "Start another cycle" in clients(Role.DOCTOR).get(f"/episodes/{episode}").text
+    with factory() as s:
+        s.get(Episode, episode).max_cycles = 1
+        s.commit()
+    assert "Start another cycle" not in clients(Role.DOCTOR).get(f"/episodes/{episode}").text
+    r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
+    assert r.status_code == 409 and "maximum of 1 treatment cycles" in r.json()["detail"]

@@ -135,8 +135,11 @@ def _episode_page(
     steps = [
         t
         for t in allowed_steps(EpisodeState(episode.state))
-        if t.step in PLAIN_STEPS and role in t.roles
+        if t.step in PLAIN_STEPS
+        and role in t.roles
+        and service.preconditions_hold(db, episode, t.step, t.target)
     ]
+    decision = service.latest_decision(db, episode)
     return render(
         request,
         "episodes/episode.html",
@@ -150,7 +153,11 @@ def _episode_page(
             "outcome_labels": RULE_OUTCOME_LABELS,
             "steps": steps,
             "condition": get_catalogue().get(episode.condition_code),
-            "decision": service.latest_decision(db, episode),
+            "decision": decision,
+            # A decision taken before the newest assessment (one that found a red flag makes
+            # none) no longer counts: the page says so instead of showing it as current.
+            "decision_current": decision is not None
+            and service.decided_on_latest_assessment(db, episode, decision),
             "consent": service.current_consent(db, episode),
             "red_flags": service.open_red_flags(db, episode),
             "red_flag_text": _red_flag_text(actor.language),

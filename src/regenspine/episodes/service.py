@@ -250,6 +250,18 @@ def _reviewed_since_injection(
     return injected_at is None or decision.decided_at > injected_at
 
 
+def preconditions_hold(
+    session: Session, episode: Episode, step: Step, target: EpisodeState
+) -> bool:
+    """Whether the step could be taken now, beyond the table: a page offers only such steps
+    (a button that can only be refused helps nobody)."""
+    try:
+        _check_preconditions(session, episode, step, target)
+    except StepNotAllowed:
+        return False
+    return True
+
+
 def _check_preconditions(
     session: Session, episode: Episode, step: Step, target: EpisodeState
 ) -> None:
