@@ -989,3 +989,97 @@ def test_the_episode_page_offers_only_steps_that_can_be_taken_now(clients, episo
     assert "Start another cycle" not in clients(Role.DOCTOR).get(f"/episodes/{episode}").text
     r = _step(clients, Role.DOCTOR, episode, "new_cycle", "eligible")
     assert r.status_code == 409 and "maximum of 1 treatment cycles" in r.json()["detail"]
+
+
+def _refused_since(factory, before: int) -> list[tuple[str, dict]]:
+    """The refused records written since `before`, each detail without its message's words."""
+    with factory() as s:
+        rows = s.execute(
+            select(AuditRecord.action, AuditRecord.detail).where(
+                AuditRecord.id > before, AuditRecord.outcome == "refused"
+            )
+        ).all()
+    refused = []
+    for action, raw in rows:
+        detail = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        assert detail.pop("message"), (action, detail)
+        refused.append((action, detail))
+    return refused
+
+
+def _last_audit_id(factory) -> int:
+    with factory() as s:
+        return s.scalar(select(func.max(AuditRecord.id))) or 0
+
+
+def test_every_refusal_of_a_pathway_form_is_written_to_the_audit_log(clients, episode, factory):
+    """Refusals of the pathway's own forms (override, clearance, consent, withdrawal,
+    assessment, a page moved on meanwhile) answered 409 and left no audit record, unlike the
+    generic steps' refusals."""
+    doctor, coordinator = clients(Role.DOCTOR), clients(Role.COORDINATOR)
+    consent_form = {
+        "method": "tablet_signature",
+        "signed_name": NAME,
+        "confirmed": "yes",
+        "language": "en",
+    }
+    attempts = [
+        (
+            "override without a decision",
+            lambda: doctor.post(
+                f"/api/v1/episodes/{episode}/override", json={"justification": JUSTIFICATION}
+            ),
+            "eligibility.override_refused",
+        ),
+        (
+            "clearance without a red flag",
+            lambda: doctor.post(
+                f"/api/v1/episodes/{episode}/red-flag-clearance", json={"note": CLEARANCE}
+            ),
+            "episode.step_refused",
+        ),
+        (
+            "withdrawal without a consent",
+            lambda: coordinator.post(
+                f"/episodes/{episode}/consent/withdraw", data={"reason": "Moved abroad"}
+            ),
+            "episode.step_refused",
+        ),
+        (
+            "consent before eligibility",
+            lambda: coordinator.post(f"/episodes/{episode}/consent", data=consent_form),
+            "episode.step_refused",
+        ),
+    ]
+    for label, attempt, action in attempts:
+        before = _last_audit_id(factory)
+        r = attempt()
+        assert r.status_code == 409, (label, r.status_code, r.text[:200])
+        assert [a for a, _ in _refused_since(factory, before)] == [action], label
+
+    assess(clients, episode)
+    before = _last_audit_id(factory)
+    r = doctor.post(f"/api/v1/episodes/{episode}/override", json={"justification": JUSTIFICATION})
+    assert r.status_code == 409
+    assert [a for a, _ in _refused_since(factory, before)] == ["eligibility.override_refused"]
+
+    _consented(clients, episode)
+    before = _last_audit_id(factory)
+    r = assess(clients, episode, change_reason="Another look at the imaging")
+    assert r.status_code == 409
+    assert _refused_since(factory, before) == [
+        ("episode.step_refused", {"step": "assess", "state": "consented"})
+    ]
+    before = _last_audit_id(factory)
+    r = coordinator.post(
+        f"/episodes/{episode}/steps",
+        data={"step": "schedule", "target": "scheduled", "expected_state": "eligible"},
+    )
+    assert r.status_code == 409
+    assert _refused_since(factory, before) == [
+        (
+            "episode.step_refused",
+            {"step": "schedule", "reason": "moved_meanwhile", "expected": "eligible"},
+        )
+    ]
+    assert state(clients, episode) == "consented"

@@ -15,7 +15,7 @@ from regenspine.catalog.conditions import get_catalogue
 from regenspine.consultations.models import Consultation
 from regenspine.consultations.rules import validate_consultation
 from regenspine.episodes import service as episodes
-from regenspine.episodes.states import EpisodeState
+from regenspine.episodes.states import EpisodeState, Step
 from regenspine.errors import N_, InvalidInput, Message
 from regenspine.text import refuse_reordering
 
@@ -58,7 +58,7 @@ def record_consultation(
 ) -> Consultation:
     actor.require(Permission.CONSULTATION_RECORD)
     episode = episodes.get_episode(session, actor, episode_id, lock=True)
-    episodes.ensure_state(episode, *EDITABLE_STATES)
+    episodes.ensure_state(episode, *EDITABLE_STATES, step=Step.ASSESS)
     data = validate_consultation(raw, episode.region, get_catalogue(), date.today())
     previous = (
         session.scalar(

@@ -218,14 +218,16 @@ def override(
     actor.require(Permission.ELIGIBILITY_OVERRIDE)
     episode = episodes.get_episode(session, actor, episode_id, lock=True)
     decision = episodes.latest_decision(session, episode)
-    if decision is None:
-        raise episodes.StepNotAllowed(Message(N_("There is no eligibility decision to override.")))
     refusal = RefusalRecord(
         action="eligibility.override_refused",
         entity_type="episode",
         entity_id=str(episode.id),
         patient_id=episode.patient_id,
     )
+    if decision is None:
+        raise episodes.StepNotAllowed(
+            Message(N_("There is no eligibility decision to override.")), refusal=refusal
+        )
     if decision.red_flag or episodes.open_red_flags(session, episode) is not None:
         raise episodes.StepNotAllowed(
             Message(N_("A red flag can never be overridden: the patient needs urgent referral.")),
@@ -287,7 +289,12 @@ def clear_red_flag(session: Session, actor: Actor, episode_id: int, note: str) -
     episode = episodes.get_episode(session, actor, episode_id, lock=True)
     screening = episodes.open_red_flags(session, episode)
     if screening is None:
-        raise Conflict(Message(N_("There is no open red flag on this episode.")))
+        raise Conflict(
+            Message(N_("There is no open red flag on this episode.")),
+            refusal=episodes.step_refused(
+                episode, step=Step.CLEAR_RED_FLAG.value, reason="no_open_red_flag"
+            ),
+        )
     text = note.strip()
     if len(text) < MIN_JUSTIFICATION:
         raise InvalidInput(

@@ -70,7 +70,7 @@ def record_consent(
 
     actor.require(Permission.CONSENT_RECORD)
     episode = episodes.get_episode(session, actor, episode_id, lock=True)
-    episodes.ensure_state(episode, EpisodeState.ELIGIBLE)
+    episodes.ensure_state(episode, EpisodeState.ELIGIBLE, step=Step.CONSENT)
     patient = session.get(Patient, episode.patient_id)
     assert patient is not None
     errors: dict[str, Message] = {}
@@ -134,7 +134,10 @@ def record_consent(
         raise InvalidInput(errors)
     existing = episodes.current_consent(session, episode)
     if existing is not None and existing.withdrawn_at is None:
-        raise Conflict(Message(N_("A valid consent for this cycle is already recorded.")))
+        raise Conflict(
+            Message(N_("A valid consent for this cycle is already recorded.")),
+            refusal=episodes.step_refused(episode, step=Step.CONSENT.value, reason="consented"),
+        )
     consent = Consent(
         episode_id=episode.id,
         cycle=episode.cycle,
@@ -177,7 +180,12 @@ def withdraw_consent(session: Session, actor: Actor, episode_id: int, reason: st
     episode = episodes.get_episode(session, actor, episode_id, lock=True)
     consent = episodes.current_consent(session, episode)
     if consent is None or consent.withdrawn_at is not None:
-        raise Conflict(Message(N_("There is no valid consent to withdraw.")))
+        raise Conflict(
+            Message(N_("There is no valid consent to withdraw.")),
+            refusal=episodes.step_refused(
+                episode, step=Step.WITHDRAW_CONSENT.value, reason="no_valid_consent"
+            ),
+        )
     text = reason.strip()
     if len(text) < 5:
         raise InvalidInput({"reason": Message(N_("Give the reason for this step."))})

@@ -375,7 +375,7 @@ def _check_preconditions(
         )
 
 
-def _step_refused(episode: Episode, **detail: str) -> RefusalRecord:
+def step_refused(episode: Episode, **detail: str) -> RefusalRecord:
     """The audit record of a refused step: which episode, whose record, and why."""
     return RefusalRecord(
         action="episode.step_refused",
@@ -389,7 +389,7 @@ def _step_refused(episode: Episode, **detail: str) -> RefusalRecord:
 def _role_refusal(episode: Episode, step: Step) -> PermissionDenied:
     return PermissionDenied(
         Message(N_('Your role cannot take the step "%(step)s".'), step=Message(STEP_LABELS[step])),
-        refusal=_step_refused(episode, step=step.value, reason="role"),
+        refusal=step_refused(episode, step=step.value, reason="role"),
     )
 
 
@@ -415,7 +415,7 @@ def take_step(
             raise _role_refusal(episode, step)
         raise StepNotAllowed(
             Message(OWN_FORM_STEPS[step]),
-            refusal=_step_refused(episode, step=step.value, reason="own_form"),
+            refusal=step_refused(episode, step=step.value, reason="own_form"),
         )
     return advance(
         session, actor, episode_id, step, target, reason=reason, expected_state=expected_state
@@ -444,7 +444,10 @@ def advance(
                     "and check before you continue."
                 ),
                 state=Message(STATE_LABELS[source]),
-            )
+            ),
+            refusal=step_refused(
+                episode, step=step.value, reason="moved_meanwhile", expected=expected_state.value
+            ),
         )
     transition = find_transition(step, source, target)
     if transition is None:
@@ -455,7 +458,7 @@ def advance(
                 state=Message(STATE_LABELS[source]),
                 target=Message(STATE_LABELS[target]),
             ),
-            refusal=_step_refused(
+            refusal=step_refused(
                 episode, step=step.value, **{"from": source.value, "to": target.value}
             ),
         )
@@ -476,7 +479,7 @@ def advance(
     try:
         _check_preconditions(session, episode, step, target)
     except StepNotAllowed as exc:
-        exc.refusal = _step_refused(episode, step=step.value, missing=exc.message.msgid)
+        exc.refusal = step_refused(episode, step=step.value, missing=exc.message.msgid)
         raise
     if step == Step.NEW_CYCLE:
         episode.cycle += 1
@@ -608,13 +611,15 @@ def work_list(session: Session, actor: Actor, limit: int = 200) -> list[WorkItem
     return items
 
 
-def ensure_state(episode: Episode, *allowed: EpisodeState) -> None:
+def ensure_state(episode: Episode, *allowed: EpisodeState, step: Step) -> None:
+    """Refuses, with its audit record, a form's step that the episode's state does not allow."""
     if EpisodeState(episode.state) not in allowed:
         raise StepNotAllowed(
             Message(
                 N_('This cannot be done while the episode is "%(state)s".'),
                 state=Message(STATE_LABELS[EpisodeState(episode.state)]),
-            )
+            ),
+            refusal=step_refused(episode, step=step.value, state=episode.state),
         )
 
 
