@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from regenspine import __version__
@@ -92,10 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not settings.is_production:
             body["version"] = __version__
         return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        return RedirectResponse("/patients", status_code=303)
 
     logging.getLogger("regenspine").setLevel(logging.INFO)
     keep_query_strings_out_of_the_access_log()

@@ -320,7 +320,7 @@ MATRIX: list[Case] = [
     C("GET", "/api/docs", ALL, PUBLIC),
     C("GET", "/docs/oauth2-redirect", ALL, PUBLIC),
     C("GET", "/static", ALL, PUBLIC, url="/static/app.css"),
-    C("GET", "/", ALL, PUBLIC),
+    C("GET", "/", ALL, PAGE),  # the start page of each role; the sign-in page for anyone else
     # --- sign-in and the account of whoever is signed in -----------------------------------
     C("GET", "/login", ALL, PUBLIC),
     C("POST", "/login", ALL, PUBLIC, fresh=True,

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from regenspine.auth.permissions import Role
 from regenspine.config import DEFAULT_SECRET_KEY, Settings, UnsafeConfiguration
-from tests.conftest import browser_client, valid_patient
+from tests.conftest import PASSWORD, browser_client, valid_patient
 
 PAGES = [
     ("/patients", Role.NURSE, "Patients", "Pacjenci"),
@@ -191,3 +191,26 @@ def test_many_failures_from_one_address_lock_sign_in_from_it(app, staff):
         follow_redirects=False,
     )
     assert r.status_code == 401
+
+
+def test_an_administrator_starts_on_the_audit_log_not_on_a_page_their_role_refuses(
+    app, staff, clients
+):
+    """An administrator reads no patient: signing in used to land them on the patient list's
+    refusal, whose "Back to the start page" led to the same refusal."""
+    client = browser_client(app)
+    client.get("/login")
+    r = client.post(
+        "/login",
+        data={
+            "username": staff.username(Role.ADMIN),
+            "password": PASSWORD,
+            "csrf_token": client.cookies["rs_csrf"],
+        },
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/audit"
+    assert client.get("/audit").status_code == 200
+    assert client.get("/", follow_redirects=False).headers["location"] == "/audit"
+    assert clients(Role.NURSE).get("/", follow_redirects=False).headers["location"] == "/patients"
+    assert browser_client(app).get("/", follow_redirects=False).headers["location"] == "/login"

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from regenspine.auth import service
+from regenspine.auth.models import User
 from regenspine.auth.permissions import ROLE_LABELS, ROLE_PERMISSIONS, Role
 from regenspine.db import utcnow
 from regenspine.errors import DomainError, InvalidInput, PermissionDenied
@@ -16,7 +17,7 @@ from regenspine.text import plain_number
 from regenspine.web.boundary import client_ip, refusable, request_actor
 from regenspine.web.cookies import SESSION_COOKIE, cookie_kwargs, cookie_name, forget_session
 from regenspine.web.openapi import RowId
-from regenspine.web.return_to import safe_return_path, sign_in_address
+from regenspine.web.return_to import landing, safe_return_path, sign_in_address, start_page
 from regenspine.web.security import (
     AccountActor,
     Db,
@@ -37,8 +38,8 @@ def _set_session_cookie(response: Response, token: str) -> None:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, identity: Ident, next: str | None = None) -> Response:
-    if identity.fully_signed_in:
-        return RedirectResponse(safe_return_path(next), status_code=303)
+    if identity.actor is not None and identity.fully_signed_in:
+        return RedirectResponse(landing(next, identity.actor.can), status_code=303)
     return render(request, "auth/login.html", {"next": safe_return_path(next)})
 
 
@@ -69,7 +70,8 @@ def login(
             {"error": exc.message, "username": username[:150], "next": safe_return_path(next)},
             status=401,
         )
-    target = sign_in_address("/login/mfa", next) if result.needs_mfa else safe_return_path(next)
+    can = service.actor_for(result.user, client_ip(request)).can
+    target = sign_in_address("/login/mfa", next) if result.needs_mfa else landing(next, can)
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(response, result.session_token)
     response.set_cookie(
@@ -79,6 +81,14 @@ def login(
         **cookie_kwargs(),  # type: ignore[arg-type]
     )
     return response
+
+
+@router.get("/", include_in_schema=False)
+def home(identity: Ident) -> RedirectResponse:
+    """The start page of whoever is signed in; the sign-in page for anyone else."""
+    if identity.actor is None or not identity.fully_signed_in:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse(start_page(identity.actor.can), status_code=303)
 
 
 @router.get("/login/mfa", response_class=HTMLResponse)
@@ -96,7 +106,7 @@ def mfa_verify(
         return RedirectResponse("/login", status_code=303)
     try:
         with refusable(db, request_actor(request)):
-            token, _ = service.complete_mfa(
+            token, web_session = service.complete_mfa(
                 db,
                 identity.session_token,
                 code,
@@ -110,7 +120,11 @@ def mfa_verify(
             {"error": exc.message, "next": safe_return_path(next)},
             status=401,
         )
-    response = RedirectResponse(safe_return_path(next), status_code=303)
+    user = db.get(User, web_session.user_id)
+    assert user is not None
+    response = RedirectResponse(
+        landing(next, service.actor_for(user, client_ip(request)).can), status_code=303
+    )
     _set_session_cookie(response, token)
     return response
 

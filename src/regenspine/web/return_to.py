@@ -6,9 +6,31 @@ Pure: no I/O. An open redirect would let a phishing link borrow the clinic's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote, urlencode, urlsplit
 
+from regenspine.auth.permissions import Permission
+
 DEFAULT = "/patients"
+
+# The first page of each kind of work, in order: whoever reads patients starts at the patient
+# list; an auditor or an administrator, who read none, at the audit log or the staff list.
+START_PAGES: tuple[tuple[Permission, str], ...] = (
+    (Permission.PATIENT_READ, "/patients"),
+    (Permission.AUDIT_READ, "/audit"),
+    (Permission.USER_MANAGE, "/admin/users"),
+)
+
+
+def start_page(can: Callable[[Permission], bool]) -> str:
+    """Where a member of staff starts: never a page their role would refuse."""
+    return next((path for permission, path in START_PAGES if can(permission)), "/account")
+
+
+def landing(target: str | None, can: Callable[[Permission], bool]) -> str:
+    """After sign-in: the page asked for, or (when none was) the role's start page."""
+    path = safe_return_path(target)
+    return start_page(can) if path == DEFAULT and not can(Permission.PATIENT_READ) else path
 
 
 def safe_return_path(target: str | None) -> str:

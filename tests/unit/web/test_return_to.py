@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from regenspine.web.return_to import DEFAULT, safe_return_path, sign_in_address
+from regenspine.auth.permissions import ROLE_PERMISSIONS, Role
+from regenspine.web.return_to import (
+    DEFAULT,
+    START_PAGES,
+    landing,
+    safe_return_path,
+    sign_in_address,
+    start_page,
+)
 
 CLINIC = "https://clinic.example/login"
 # Addresses that start with one "/" as text but that a browser reads as another site: it
@@ -58,3 +66,26 @@ def test_the_sign_in_address_is_one_parameter_a_header_can_carry(path):
     address = sign_in_address("/login", path)
     address.encode("latin-1")  # a header value: no letters outside Latin-1
     assert address.startswith("/login?next=/") and address.count("&") == 0
+
+
+@pytest.mark.parametrize(
+    ("role", "page"),
+    [
+        (Role.NURSE, "/patients"),
+        (Role.DOCTOR, "/patients"),
+        (Role.AUDITOR, "/patients"),
+        (Role.ADMIN, "/audit"),
+    ],
+)
+def test_each_role_starts_on_a_page_it_may_open(role, page):
+    can = ROLE_PERMISSIONS[role].__contains__
+    assert start_page(can) == page
+    assert landing(None, can) == page
+    assert landing("/account", can) == "/account"
+
+
+def test_every_role_starts_on_a_page_its_permissions_allow():
+    for role, permissions in ROLE_PERMISSIONS.items():
+        page = start_page(permissions.__contains__)
+        needed = {path: permission for permission, path in START_PAGES}.get(page)
+        assert needed is None or needed in permissions, role
