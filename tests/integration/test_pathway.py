@@ -1083,3 +1083,39 @@ def test_every_refusal_of_a_pathway_form_is_written_to_the_audit_log(clients, ep
         )
     ]
     assert state(clients, episode) == "consented"
+
+
+@pytest.mark.parametrize(
+    ("history", "flag"),
+    [
+        ({"history_cancer": True}, "history_of_cancer"),
+        ({"active_malignancy": True}, "history_of_cancer"),
+        ({"immunosuppression": True}, "immunosuppression"),
+        ({}, "immunosuppression"),  # the red flag says yes, the history no
+    ],
+)
+def test_an_assessment_whose_history_contradicts_its_red_flag_answers_is_refused(
+    clients, episode, factory, history, flag
+):
+    """ "History of cancer" ticked beside "no" to the red-flag question on cancer was saved as
+    eligible; immunosuppression, asked twice, could be answered both ways."""
+    flags = no_red_flags()
+    flags[flag] = not history  # the opposite of what the history says
+    r = assess(clients, episode, good_consultation(**history), flags=flags)
+    assert r.status_code == 422, r.text
+    assert "disagree about" in r.json()["errors"]["answers"]
+    assert state(clients, episode) == "referred"
+    with factory() as s:
+        assert s.scalars(select(Consultation)).all() == []
+        assert s.scalars(select(RedFlagScreening)).all() == []
+
+
+def test_the_timeline_names_a_red_flag_in_words_not_by_its_code(clients, episode):
+    flags = _red_flag()
+    found = next(k for k, v in flags.items() if v)
+    assess(clients, episode, flags=flags)
+    page = html.unescape(clients(Role.DOCTOR).get(f"/episodes/{episode}").text)
+    timeline = page[page.index('<ol class="timeline">') :]
+    item = next(i for i in items_for_region("lumbar") if i.id == found)
+    assert item.text("en") in timeline or item.text("pl") in timeline
+    assert found not in timeline

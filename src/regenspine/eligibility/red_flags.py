@@ -218,6 +218,39 @@ def screen(
     )
 
 
+# The history on the consultation form asks two red-flag questions again. The answers must
+# agree: "history of cancer" ticked beside "no" to the red-flag question let an episode pass as
+# eligible with a cancer history the screening would have sent to urgent referral.
+@dataclass(frozen=True)
+class SameQuestion:
+    history_field: str
+    red_flag_id: str
+    topic: str
+    # False where only "yes" in the history forces "yes" on the red flag (an active
+    # malignancy is a history of cancer; a history of cancer need not be active).
+    both_ways: bool = True
+
+
+SAME_QUESTIONS = (
+    SameQuestion("history_cancer", "history_of_cancer", N_("a history of cancer")),
+    SameQuestion("active_malignancy", "history_of_cancer", N_("cancer"), both_ways=False),
+    SameQuestion("immunosuppression", "immunosuppression", N_("immunosuppression")),
+)
+
+
+def disagreements(history: Mapping[str, object], answers: Mapping[str, object]) -> list[str]:
+    """The topics on which the consultation's history and the red-flag answers disagree (only
+    questions answered on both sides count)."""
+    topics: list[str] = []
+    for q in SAME_QUESTIONS:
+        said, answered = history.get(q.history_field), answers.get(q.red_flag_id)
+        if not isinstance(said, bool) or not isinstance(answered, bool) or said == answered:
+            continue
+        if (q.both_ways or said) and q.topic not in topics:
+            topics.append(q.topic)
+    return topics
+
+
 # --- Loading ---------------------------------------------------------------------------
 
 

@@ -17,7 +17,12 @@ from regenspine.consultations.models import Consultation
 from regenspine.consultations.service import latest_consultation, record_consultation
 from regenspine.db import utcnow
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
-from regenspine.eligibility.red_flags import IncompleteScreening, screen
+from regenspine.eligibility.red_flags import (
+    SAME_QUESTIONS,
+    IncompleteScreening,
+    disagreements,
+    screen,
+)
 from regenspine.eligibility.rules import (
     Decision,
     EligibilityInputs,
@@ -201,6 +206,20 @@ def assess(
 ) -> tuple[Consultation, RedFlagScreening, EligibilityDecision | None]:
     """The doctor's assessment in one go: consultation, red-flag screening, decision."""
     record = record_consultation(session, actor, episode_id, consultation, change_reason)
+    history = {q.history_field: getattr(record, q.history_field) for q in SAME_QUESTIONS}
+    topics = disagreements(history, answers)
+    if topics:
+        raise InvalidInput(
+            {
+                "answers": Message(
+                    N_(
+                        "The history and the red-flag questions disagree about %(topic)s: "
+                        "correct whichever answer is wrong."
+                    ),
+                    topic=Message(topics[0]),
+                )
+            }
+        )
     screening = record_screening(session, actor, episode_id, answers)
     episode = episodes.get_episode(session, actor, episode_id, lock=True)
     if episode.state == EpisodeState.REFERRED.value:

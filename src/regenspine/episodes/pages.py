@@ -140,6 +140,7 @@ def _episode_page(
         and service.preconditions_hold(db, episode, t.step, t.target)
     ]
     decision = service.latest_decision(db, episode)
+    red_flag_text = _red_flag_text(actor.language)
     return render(
         request,
         "episodes/episode.html",
@@ -160,7 +161,9 @@ def _episode_page(
             and service.decided_on_latest_assessment(db, episode, decision),
             "consent": service.current_consent(db, episode),
             "red_flags": service.open_red_flags(db, episode),
-            "red_flag_text": _red_flag_text(actor.language),
+            "red_flag_text": red_flag_text,
+            # A red flag's step names the questions answered "yes" by their ids.
+            "red_flag_texts": lambda ids: "; ".join(red_flag_text(i) for i in ids.split(", ")),
             "error": error,
             "can_assess": actor.can(Permission.CONSULTATION_RECORD) and episode.state in ASSESSABLE,
         },

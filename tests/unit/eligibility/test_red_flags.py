@@ -16,6 +16,7 @@ from regenspine.eligibility.red_flags import (
     IncompleteScreening,
     RedFlagCategory,
     RedFlagError,
+    disagreements,
     get_red_flags,
     items_for_region,
     load_red_flags,
@@ -310,3 +311,19 @@ def test_a_broken_red_flag_list_is_refused_naming_the_question(
 def test_a_red_flag_list_that_is_not_yaml_is_refused() -> None:
     with pytest.raises(RedFlagError, match="not valid YAML"):
         load_red_flags("items: [unclosed")
+
+
+def test_the_history_and_the_red_flag_answers_must_agree_on_cancer_and_immunosuppression():
+    no = {"history_of_cancer": False, "immunosuppression": False}
+    assert disagreements({"history_cancer": True}, no) == ["a history of cancer"]
+    assert disagreements({"active_malignancy": True}, no) == ["cancer"]
+    assert disagreements({"immunosuppression": False}, {"immunosuppression": True}) == [
+        "immunosuppression"
+    ]
+    # A past cancer need not be active; a question not asked (or not answered) cannot disagree.
+    assert disagreements({"active_malignancy": False}, {"history_of_cancer": True}) == []
+    assert disagreements({"history_cancer": True}, {}) == []
+    assert disagreements({"history_cancer": True, "active_malignancy": True}, no) == [
+        "a history of cancer",
+        "cancer",
+    ]
