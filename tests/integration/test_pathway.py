@@ -1119,3 +1119,27 @@ def test_the_timeline_names_a_red_flag_in_words_not_by_its_code(clients, episode
     item = next(i for i in items_for_region("lumbar") if i.id == found)
     assert item.text("en") in timeline or item.text("pl") in timeline
     assert found not in timeline
+
+
+def test_a_refused_episode_form_shows_again_what_was_typed(clients, episode):
+    """A refusal on the episode page emptied the override's justification and the consent's
+    typed name and tick; the language switch on that page led to an address that only takes
+    forms (405)."""
+    assess(clients, episode, good_consultation(pain_weeks=4, physiotherapy_weeks=0))
+    doctor = clients(Role.DOCTOR)
+    short = "Cardiologist agrees.         " + " " * 10  # 30 characters only with the spaces
+    r = doctor.post(f"/episodes/{episode}/override", data={"justification": short})
+    assert r.status_code == 422, r.text[:300]
+    page = html.unescape(r.text)
+    assert ">" + short + "</textarea>" in page
+    assert 'name="next" value="/episodes/' + str(episode) + '"' in page
+
+    doctor.post(f"/episodes/{episode}/override", data={"justification": JUSTIFICATION})
+    r = clients(Role.COORDINATOR).post(
+        f"/episodes/{episode}/consent",
+        data={"method": "tablet_signature", "signed_name": "Someone Else", "confirmed": "yes"},
+    )
+    assert r.status_code == 422, r.text[:300]
+    assert 'value="Someone Else"' in r.text
+    assert 'name="confirmed" value="yes" checked' in r.text
+    assert state(clients, episode) == "eligible"

@@ -185,6 +185,7 @@ def override(
         actor,
         episode_id,
         lambda: service.override(db, actor, episode_id, justification),
+        typed={"justification": justification},
     )
 
 
@@ -193,5 +194,10 @@ def clear_red_flag(
     request: Request, db: Db, actor: PageActor, episode_id: RowId, note: FormStr = ""
 ) -> Response:
     return act_on_episode(
-        request, db, actor, episode_id, lambda: service.clear_red_flag(db, actor, episode_id, note)
+        request,
+        db,
+        actor,
+        episode_id,
+        lambda: service.clear_red_flag(db, actor, episode_id, note),
+        typed={"note": note},
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -120,6 +120,7 @@ def _episode_page(
     episode_id: RowId,
     error: list[Message] | None = None,
     status: int = 200,
+    typed: Mapping[str, str] | None = None,
 ) -> Response:
     episode = service.get_episode(db, actor, episode_id)
     patient = db.get(service.patients.Patient, episode.patient_id)
@@ -161,6 +162,10 @@ def _episode_page(
             and service.decided_on_latest_assessment(db, episode, decision),
             "consent": service.current_consent(db, episode),
             "red_flags": service.open_red_flags(db, episode),
+            # What was typed into the form a refusal answered, to show it again.
+            "typed": typed or {},
+            # A refusal is shown at the form's POST address: the language switch returns here.
+            "here": f"/episodes/{episode.id}",
             "red_flag_text": red_flag_text,
             # A red flag's step names the questions answered "yes" by their ids.
             "red_flag_texts": lambda ids: "; ".join(red_flag_text(i) for i in ids.split(", ")),
@@ -172,21 +177,34 @@ def _episode_page(
 
 
 def episode_page_with_error(
-    request: Request, db: Db, actor: PageActor, episode_id: RowId, exc: DomainError
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    episode_id: RowId,
+    exc: DomainError,
+    typed: Mapping[str, str] | None = None,
 ) -> Response:
     messages = list(exc.field_errors.values()) if isinstance(exc, InvalidInput) else [exc.message]
-    return _episode_page(request, db, actor, episode_id, error=messages, status=exc.status)
+    return _episode_page(
+        request, db, actor, episode_id, error=messages, status=exc.status, typed=typed
+    )
 
 
 def act_on_episode(
-    request: Request, db: Db, actor: PageActor, episode_id: RowId, action: Callable[[], object]
+    request: Request,
+    db: Db,
+    actor: PageActor,
+    episode_id: RowId,
+    action: Callable[[], object],
+    typed: Mapping[str, str] | None = None,
 ) -> Response:
-    """Runs one use case for the episode page: back to the page, or the page with the refusal."""
+    """Runs one use case for the episode page: back to the page, or the page with the refusal
+    and what was typed into the form, so that nothing has to be typed again."""
     try:
         with refusable(db, actor):
             action()
     except DomainError as exc:
-        return episode_page_with_error(request, db, actor, episode_id, exc)
+        return episode_page_with_error(request, db, actor, episode_id, exc, typed)
     return RedirectResponse(f"/episodes/{episode_id}", status_code=303)
 
 
@@ -226,6 +244,7 @@ def take_step(
         lambda: service.take_step(
             db, actor, episode_id, chosen, to, reason=reason, expected_state=seen
         ),
+        typed={"step": step, "reason": reason},
     )
 
 
@@ -251,6 +270,10 @@ def record_consent(
             scan=scan or None,
             scan_content_type=upload.content_type if isinstance(upload, UploadFile) else None,
         ),
+        # The file is not kept: a browser cannot be given it back.
+        typed={
+            k: str(form.get(k) or "") for k in ("method", "signed_name", "confirmed", "language")
+        },
     )
 
 
@@ -264,6 +287,7 @@ def withdraw_consent(
         actor,
         episode_id,
         lambda: consent.withdraw_consent(db, actor, episode_id, reason),
+        typed={"withdraw_reason": reason},
     )
 
 
