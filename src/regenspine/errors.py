@@ -6,7 +6,7 @@ pages can translate the same refusal into the user's language.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,29 @@ class Message:
 
     def __hash__(self) -> int:
         return hash(self.msgid)
+
+
+class Listing(Message):
+    """Several messages shown as one list, each translated like the message around it."""
+
+    __slots__ = ("parts", "separator")
+
+    def __init__(self, parts: Iterable[Message], separator: str = ", ") -> None:
+        super().__init__("")
+        self.parts = tuple(parts)
+        self.separator = separator
+
+    def render(self, gettext: Callable[[str], str] | None = None) -> str:
+        return self.separator.join(part.render(gettext) for part in self.parts)
+
+    def __repr__(self) -> str:
+        return f"Listing({self.parts!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Listing) and self.parts == other.parts
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from regenspine.episodes.models import Episode, EpisodeEvent
 from regenspine.episodes.states import EpisodeState as S
 from regenspine.episodes.states import Step
 from regenspine.errors import Conflict, InvalidInput, PermissionDenied
+from regenspine.i18n import translations
 from regenspine.patients import service as patients
 from tests.conftest import valid_patient
 
@@ -46,6 +47,10 @@ def test_an_episode_for_a_condition_outside_its_region_is_refused(db, staff):
     with pytest.raises(InvalidInput) as err:
         service.open_episode(db, staff.actor(Role.COORDINATOR), pid, "neck_pain", "lumbar")
     assert "region" in err.value.field_errors
+    # The regions are named in the reader's language (the Polish page said "cervical").
+    refusal = err.value.field_errors["region"]
+    assert refusal.render().endswith(": cervical.")
+    assert refusal.render(translations("pl").gettext).endswith(": szyjny.")
     with pytest.raises(InvalidInput):
         service.open_episode(db, staff.actor(Role.COORDINATOR), pid, "no_such_thing", "lumbar")
 

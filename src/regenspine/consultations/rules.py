@@ -304,7 +304,8 @@ def validate_consultation(
             errors[key] = Message(N_("%(condition)s needs the spinal level(s)."), condition=label)
         if not condition.level_applies and levels:
             errors[key] = Message(
-                N_("%(condition)s is recorded without a spinal level."), condition=label
+                N_("%(condition)s takes no spinal level: clear the levels ticked for it."),
+                condition=label,
             )
         side = _shown(item.get("side") or "") or None
         if condition.side_applies and side not in SIDES:
@@ -312,7 +313,9 @@ def validate_consultation(
                 N_("%(condition)s needs the side: left, right or bilateral."), condition=label
             )
         if not condition.side_applies and side:
-            errors[key] = Message(N_("%(condition)s is recorded without a side."), condition=label)
+            errors[key] = Message(
+                N_("%(condition)s takes no side: clear the side chosen for it."), condition=label
+            )
         diagnoses.append(Diagnosis(code, levels, side))
     if (
         not diagnoses

@@ -14,6 +14,7 @@ from regenspine.auth.permissions import Permission, Role
 from regenspine.catalog.conditions import get_catalogue
 from regenspine.config import get_settings
 from regenspine.consultations.models import Consultation
+from regenspine.consultations.rules import REGION_LABELS
 from regenspine.eligibility.models import EligibilityDecision, RedFlagScreening
 from regenspine.episodes.models import Consent, Episode, EpisodeEvent
 from regenspine.episodes.states import (
@@ -33,6 +34,7 @@ from regenspine.errors import (
     Conflict,
     DomainError,
     InvalidInput,
+    Listing,
     Message,
     PermissionDenied,
     RefusalRecord,
@@ -69,7 +71,7 @@ def open_episode(
     if region not in regions:
         errors["region"] = Message(
             N_("This condition is treated in these regions only: %(regions)s."),
-            regions=", ".join(regions),
+            regions=Listing(Message(REGION_LABELS.get(r, r)) for r in regions),
         )
         raise InvalidInput(errors)
     existing = session.scalar(
