@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 from sqlalchemy import text
 
@@ -37,18 +39,18 @@ def test_page_renders_in_the_users_language(clients, path, role, english, polish
 
 
 @pytest.mark.parametrize(
-    ("path", "role"),
+    ("path", "role", "words"),
     [
-        ("/patients/new", Role.AUDITOR),
-        ("/audit", Role.NURSE),
-        ("/admin/users", Role.DOCTOR),
-        ("/patients", Role.ADMIN),
+        ("/patients/new", Role.AUDITOR, "register patients (patient:create)"),
+        ("/audit", Role.NURSE, "read the audit log (audit:read)"),
+        ("/admin/users", Role.DOCTOR, "manage staff accounts (user:manage)"),
+        ("/patients", Role.ADMIN, "read patient records (patient:read)"),
     ],
 )
-def test_pages_refuse_roles_without_the_permission(clients, path, role):
+def test_pages_refuse_roles_without_the_permission_in_words(clients, path, role, words):
     r = clients(role).get(path)
     assert r.status_code == 403
-    assert "Your role does not allow this action" in r.text
+    assert "Your role does not allow you to " + words in html.unescape(r.text)
 
 
 def test_pages_send_anonymous_visitors_to_sign_in(app, staff):

@@ -137,7 +137,9 @@ def test_anonymise_as_a_role_without_the_right_is_refused_recorded_and_changes_n
     last_seen_years_ago(factory, patient.id, 22)
     result = cli("anonymise", "--patient", patient.mrn, "--reason", REASON, "--as", "doctor")
     assert result.exit_code == 1, result.output
-    assert "does not allow this action (privacy:manage)" in squeeze(result.output)
+    assert "does not allow you to handle patients' data-rights requests (privacy:manage)" in (
+        squeeze(result.output)
+    )
     [denied] = audit_records(factory, "permission.denied")
     assert denied.actor_username == "doctor" and denied.outcome == "refused"
     assert audit_records(factory, "privacy.anonymised") == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regenspine.auth.permissions import ROLE_PERMISSIONS, Permission, Role
+from regenspine.auth.permissions import PERMISSION_LABELS, ROLE_PERMISSIONS, Permission, Role
 from regenspine.errors import N_, Message, PermissionDenied, RefusalRecord
 
 
@@ -36,7 +36,8 @@ class Actor:
         if not self.can(permission):
             raise PermissionDenied(
                 Message(
-                    N_("Your role does not allow this action (%(permission)s)."),
+                    N_("Your role does not allow you to %(action)s (%(permission)s)."),
+                    action=Message(PERMISSION_LABELS[permission]),
                     permission=str(permission),
                 ),
                 refusal=RefusalRecord(

@@ -51,6 +51,27 @@ class Permission(StrEnum):
     CLINICAL_TEXT_READ = "clinical_text:read"
 
 
+# What each permission lets a person do, in words a refusal can use.
+PERMISSION_LABELS: dict[Permission, str] = {
+    Permission.PATIENT_READ: N_("read patient records"),
+    Permission.PATIENT_CREATE: N_("register patients"),
+    Permission.PATIENT_AMEND: N_("correct patient records"),
+    Permission.CARE_TEAM_MANAGE: N_("change a patient's care team"),
+    Permission.CATALOG_READ: N_("read the catalogue of conditions"),
+    Permission.AUDIT_READ: N_("read the audit log"),
+    Permission.AUDIT_EXPORT: N_("export the audit log"),
+    Permission.USER_MANAGE: N_("manage staff accounts"),
+    Permission.EPISODE_READ: N_("read treatment episodes"),
+    Permission.EPISODE_OPEN: N_("open treatment episodes"),
+    Permission.EPISODE_ADVANCE: N_("move treatment episodes to their next step"),
+    Permission.CONSULTATION_RECORD: N_("record consultations and red-flag screenings"),
+    Permission.ELIGIBILITY_OVERRIDE: N_("override eligibility decisions"),
+    Permission.CONSENT_RECORD: N_("record consent"),
+    Permission.PRIVACY_MANAGE: N_("handle patients' data-rights requests"),
+    Permission.CLINICAL_TEXT_READ: N_("read clinical notes"),
+}
+
+
 _CLINICAL_WRITE = {
     Permission.PATIENT_READ,
     Permission.CLINICAL_TEXT_READ,
