@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select, text
@@ -13,11 +14,12 @@ from regenspine.audit import service as audit
 from regenspine.audit.chain import BreakKind
 from regenspine.audit.models import AuditRecord
 from regenspine.auth.actor import SYSTEM_ACTOR
+from regenspine.auth.permissions import Role
 from regenspine.config import get_settings
 from regenspine.db import unit_of_work
 from regenspine.patients import service as patients
 from regenspine.patients.models import Patient
-from tests.conftest import valid_patient
+from tests.conftest import person, valid_patient
 
 
 def _count(factory, model) -> int:
@@ -235,3 +237,31 @@ def test_an_account_may_export_the_log_20_times_in_15_minutes(factory, staff):
         audit.export_csv(s, auditor, audit.AuditFilter())
     with unit_of_work(factory) as s:  # another account is not held up
         audit.export_csv(s, staff.actor_by("medical_director"), audit.AuditFilter())
+
+
+def test_an_auditor_filters_the_log_by_the_record_number_on_the_chart(clients, staff, factory):
+    """The filter took only the log's internal patient number, which appears on no chart; a
+    record number was refused and the whole log shown (and exported) as if unfiltered."""
+    with unit_of_work(factory) as s:
+        one = patients.register_patient(s, staff.actor(Role.COORDINATOR), valid_patient())
+        other = patients.register_patient(
+            s,
+            staff.actor(Role.COORDINATOR),
+            person("Anna", "Nowak", date(1971, 6, 2), 44, "female"),
+        )
+        mrn, other_mrn = one.mrn, other.mrn
+    auditor = clients(Role.AUDITOR)
+
+    page = auditor.get("/audit", params={"patient_id": mrn.lower()})
+    assert page.status_code == 200, page.text[:300]
+    assert mrn in page.text and other_mrn not in page.text
+    assert auditor.get("/audit", params={"patient_id": str(one.id)}).text.count(mrn) >= 1
+
+    wrong = mrn[:-1] + ("A" if mrn[-1] != "A" else "B")  # a check character that fails
+    refused = auditor.get("/audit", params={"patient_id": wrong})
+    assert refused.status_code == 422
+    assert "No patient has this record number" in refused.text
+    assert mrn not in refused.text and other_mrn not in refused.text
+    export = auditor.get("/audit/export.csv", params={"patient_id": wrong})
+    assert export.status_code == 422
+    assert not export.headers["content-type"].startswith("text/csv")

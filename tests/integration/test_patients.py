@@ -149,6 +149,8 @@ def test_search_finds_patients_by_pesel_mrn_birth_date_and_name_without_diacriti
     assert found("1980-02-29") == [b.id]
     assert found("29.02.1980") == [b.id]
     assert found("zolk luc") == [b.id]
+    # As the patient list shows a name: "FAMILY, Given".
+    assert found("ŻÓŁKIEWSKA, Łucja") == [b.id]
     assert found("kowal") == [a.id]
     assert found("100%_") == []
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
 
 from regenspine.audit import service
 from regenspine.audit.api import csv_response
 from regenspine.auth.permissions import Permission
+from regenspine.identifiers import mrn_from_scan
+from regenspine.patients.models import Patient
 from regenspine.patients.rules import parse_date
 from regenspine.text import plain_number
 from regenspine.web.security import Db, FromTheClinic, PageActor, page_requires
@@ -21,12 +25,23 @@ router = APIRouter(dependencies=[page_requires(Permission.AUDIT_READ)])
 
 
 def _filter(
-    patient_id: str, username: str, action: str, date_from: str, date_to: str
+    patient_id: str,
+    username: str,
+    action: str,
+    date_from: str,
+    date_to: str,
+    find_mrn: Callable[[str], int | None] = lambda _: None,
 ) -> tuple[service.AuditFilter, dict[str, str]]:
+    """The filter as understood; the patient is named by the record number on the chart (or
+    by the internal number the log stores)."""
     errors: dict[str, str] = {}
-    pid = int(patient_id) if plain_number(patient_id.strip()) else None
-    if patient_id.strip() and pid is None:
-        errors["patient_id"] = "patient"
+    typed = patient_id.strip()
+    pid = int(typed) if plain_number(typed) else None
+    if typed and pid is None:
+        mrn = mrn_from_scan(typed)
+        pid = find_mrn(mrn) if mrn else None
+        if pid is None:
+            errors["patient_id"] = "patient"
 
     def as_date(value: str, key: str) -> date | None:
         if not value.strip():
@@ -59,6 +74,7 @@ class FilterForm:
 
 
 def filter_form(
+    db: Db,
     patient_id: Text = "",
     username: Text = "",
     action: Text = "",
@@ -72,7 +88,11 @@ def filter_form(
         "date_from": date_from,
         "date_to": date_to,
     }
-    flt, errors = _filter(**values)
+
+    def find_mrn(mrn: str) -> int | None:
+        return db.scalar(select(Patient.id).where(Patient.mrn == mrn))
+
+    flt, errors = _filter(**values, find_mrn=find_mrn)
     return FilterForm(values, flt, errors)
 
 
@@ -87,7 +107,13 @@ def audit_log(
     form: Form,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    result = service.search(db, actor, form.flt, page)
+    if form.errors:
+        # A filter not understood shows nothing: the whole log would pass for the answer.
+        result = service.AuditPage([], 0, 1, service.PAGE_SIZE)
+    else:
+        result = service.search(db, actor, form.flt, page)
+    ids = {r.patient_id for r in result.records if r.patient_id is not None}
+    mrns = dict(db.execute(select(Patient.id, Patient.mrn).where(Patient.id.in_(ids))).all())
     return render(
         request,
         "audit/log.html",
@@ -96,10 +122,15 @@ def audit_log(
             "errors": form.errors,
             "values": form.values,
             "query": request.url.query,
+            "mrns": mrns,
         },
+        status=422 if form.errors else 200,
     )
 
 
 @router.get("/audit/export.csv", dependencies=[FromTheClinic])
-def audit_export(request: Request, db: Db, actor: PageActor, form: Form) -> StreamingResponse:
+def audit_export(request: Request, db: Db, actor: PageActor, form: Form) -> Response:
+    if form.errors:
+        # A filter not understood would export the whole log: the page says what is wrong.
+        return audit_log(request, db, actor, form)
     return csv_response(request, service.export_csv(db, actor, form.flt))

@@ -259,8 +259,11 @@ class AuditPage:
         return max(1, -(-self.total // self.page_size))
 
 
+PAGE_SIZE = 50
+
+
 def search(
-    session: Session, actor: Actor, flt: AuditFilter, page: int = 1, page_size: int = 50
+    session: Session, actor: Actor, flt: AuditFilter, page: int = 1, page_size: int = PAGE_SIZE
 ) -> AuditPage:
     actor.require(Permission.AUDIT_READ)
     page = max(1, page)

@@ -285,7 +285,8 @@ def search_statement(dialect: str, actor: Actor, text: str) -> Select[Any]:
         return stmt.where(or_(Patient.mrn == scanned_mrn, Patient.national_id == compact))
     if compact[:2].isalpha() and compact[2:8].isdigit() and len(compact) == 9:
         return stmt.where(or_(Patient.mrn == compact, Patient.national_id == compact))
-    for token in normalise_for_search(text).split()[:4]:
+    # Commas too: the patient list shows a name as "FAMILY, Given", and staff type it so.
+    for token in normalise_for_search(text).replace(",", " ").split()[:4]:
         stmt = stmt.where(
             or_(
                 name_starts_with(dialect, Patient.family_name_norm, token),
