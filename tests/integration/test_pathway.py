@@ -1143,3 +1143,14 @@ def test_a_refused_episode_form_shows_again_what_was_typed(clients, episode):
     assert 'value="Someone Else"' in r.text
     assert 'name="confirmed" value="yes" checked' in r.text
     assert state(clients, episode) == "eligible"
+
+
+def test_the_assessment_form_says_which_field_each_refusal_is_about(clients, episode):
+    r = clients(Role.DOCTOR).post(
+        f"/episodes/{episode}/assess", data={"presenting_complaint": "", "pain_weeks": "x"}
+    )
+    assert r.status_code == 422, r.text[:300]
+    summary = html.unescape(r.text[r.text.index('id="error-summary"') :])
+    summary = summary[: summary.index("</div>")]
+    assert "<strong>Presenting complaint:</strong> This field is required." in summary
+    assert "<strong>Pain duration (weeks):</strong>" in summary
