@@ -1154,3 +1154,13 @@ def test_the_assessment_form_says_which_field_each_refusal_is_about(clients, epi
     summary = summary[: summary.index("</div>")]
     assert "<strong>Presenting complaint:</strong> This field is required." in summary
     assert "<strong>Pain duration (weeks):</strong>" in summary
+
+
+def test_the_timeline_names_a_step_that_leaves_the_state_as_it_was(clients, episode):
+    """A decision asking for the doctor's review keeps the episode "Assessed"; the timeline
+    said "Assessed (from Assessed)"."""
+    assess(clients, episode, good_consultation(pain_weeks=4, physiotherapy_weeks=0))
+    page = html.unescape(clients(Role.DOCTOR).get(f"/episodes/{episode}").text)
+    timeline = page[page.index('<ol class="timeline">') :]
+    assert "(from Assessed)" not in timeline and "(z Oceniony)" not in timeline
+    assert "Apply eligibility decision" in timeline
