@@ -311,23 +311,7 @@ def test_a_consent_for_other_levels_does_not_cover_the_procedure_day(clients, ep
     """Defence in depth: should the targeted levels ever differ from the consented ones, no
     procedure step may follow until the patient consents to the new levels."""
     _consented(clients, episode)
-    with factory() as s:
-        latest = s.scalars(select(Consultation)).one()
-        s.add(
-            Consultation(
-                episode_id=latest.episode_id,
-                version=latest.version + 1,
-                recorded_by=latest.recorded_by,
-                recorded_by_name=latest.recorded_by_name,
-                change_reason="Imported from the referral letter",
-                presenting_complaint=latest.presenting_complaint,
-                prior_fusion_levels=[],
-                level_findings={},
-                diagnoses=latest.diagnoses,
-                target_levels=["L3-L4"],
-            )
-        )
-        s.commit()
+    _newer_consultation_behind_the_decision(factory, target_levels=["L3-L4"])
     r = clients(Role.COORDINATOR).post(
         f"/api/v1/episodes/{episode}/steps", json={"step": "schedule", "target": "scheduled"}
     )
@@ -904,21 +888,19 @@ def _newer_consultation_behind_the_decision(factory, **changes):
     """Defence in depth: a consultation no decision has seen, stored as only a fault could."""
     with factory() as s:
         latest = s.scalars(select(Consultation).order_by(Consultation.version.desc())).first()
-        s.add(
-            Consultation(
-                episode_id=latest.episode_id,
-                version=latest.version + 1,
-                recorded_by=latest.recorded_by,
-                recorded_by_name=latest.recorded_by_name,
-                change_reason="Imported from the referral letter",
-                presenting_complaint=latest.presenting_complaint,
-                prior_fusion_levels=[],
-                level_findings={},
-                diagnoses=latest.diagnoses,
-                target_levels=latest.target_levels,
-                **changes,
-            )
-        )
+        fields = {
+            "episode_id": latest.episode_id,
+            "version": latest.version + 1,
+            "recorded_by": latest.recorded_by,
+            "recorded_by_name": latest.recorded_by_name,
+            "change_reason": "Imported from the referral letter",
+            "presenting_complaint": latest.presenting_complaint,
+            "prior_fusion_levels": [],
+            "level_findings": {},
+            "diagnoses": latest.diagnoses,
+            "target_levels": latest.target_levels,
+        }
+        s.add(Consultation(**(fields | changes)))
         s.commit()
 
 
