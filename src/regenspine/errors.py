@@ -48,6 +48,38 @@ class Message:
         return hash(self.msgid)
 
 
+class Localised(Message):
+    """Text from the clinic's reference data (a condition's name, say), which carries its own
+    Polish and English rather than an entry in the gettext catalogue: shown in the language of
+    the message around it."""
+
+    __slots__ = ("texts",)
+
+    def __init__(self, texts: Mapping[str, str]) -> None:
+        super().__init__(texts.get("en", ""))
+        self.texts = dict(texts)
+
+    def render(self, gettext: Callable[[str], str] | None = None) -> str:
+        return self.texts.get(_language_of(gettext), self.msgid)
+
+    def __repr__(self) -> str:
+        return f"Localised({self.texts!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Localised) and self.texts == other.texts
+
+    def __hash__(self) -> int:
+        return hash(self.msgid)
+
+
+def _language_of(gettext: Callable[[str], str] | None) -> str:
+    """The language of a catalogue's gettext (its "Language" header); English, the source
+    language, has no catalogue."""
+    catalogue = getattr(gettext, "__self__", None)
+    info = catalogue.info() if catalogue is not None and hasattr(catalogue, "info") else {}
+    return str(info.get("language") or "en")
+
+
 class Listing(Message):
     """Several messages shown as one list, each translated like the message around it."""
 

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 from regenspine.catalog.conditions import ConditionCatalogue, levels_for_region
-from regenspine.errors import N_, InvalidInput, Message
+from regenspine.errors import N_, InvalidInput, Localised, Message
 from regenspine.text import UNSTORABLE_MESSAGE, unstorable
 
 MODALITIES = ("mri", "ct", "xray")
@@ -291,7 +291,7 @@ def validate_consultation(
         except KeyError:
             errors[key] = Message(N_("Choose a condition from the catalogue."))
             continue
-        label = condition.name.en
+        label = Localised({"en": condition.label("en"), "pl": condition.label("pl")})
         if region not in [str(r) for r in condition.regions]:
             errors[key] = Message(
                 N_("%(condition)s is not a %(region)s condition."),
