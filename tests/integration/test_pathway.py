@@ -240,16 +240,19 @@ def test_an_unknown_rule_set_version_is_refused(clients, episode):
     assert state(clients, episode) == "referred"
 
 
+TABLET_CONSENT = {
+    "method": "tablet_signature",
+    "signed_name": NAME,
+    "confirmed": "yes",
+    "language": "en",
+}
+
+
 def _consented(clients, episode):
     assess(clients, episode)
     r = clients(Role.COORDINATOR).post(
         f"/episodes/{episode}/consent",
-        data={
-            "method": "tablet_signature",
-            "signed_name": NAME,
-            "confirmed": "yes",
-            "language": "en",
-        },
+        data=TABLET_CONSENT,
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text
@@ -927,12 +930,7 @@ def test_consent_and_the_procedure_day_need_a_decision_on_the_newest_assessment(
     _newer_consultation_behind_the_decision(factory, active_infection=True)
     consent = clients(Role.COORDINATOR).post(
         f"/episodes/{episode}/consent",
-        data={
-            "method": "tablet_signature",
-            "signed_name": NAME,
-            "confirmed": "yes",
-            "language": "en",
-        },
+        data=TABLET_CONSENT,
     )
     assert consent.status_code == 409, consent.text[:300]
     assert "before the newest consultation" in html.unescape(consent.text)
@@ -999,12 +997,6 @@ def test_every_refusal_of_a_pathway_form_is_written_to_the_audit_log(clients, ep
     assessment, a page moved on meanwhile) answered 409 and left no audit record, unlike the
     generic steps' refusals."""
     doctor, coordinator = clients(Role.DOCTOR), clients(Role.COORDINATOR)
-    consent_form = {
-        "method": "tablet_signature",
-        "signed_name": NAME,
-        "confirmed": "yes",
-        "language": "en",
-    }
     attempts = [
         (
             "override without a decision",
@@ -1029,7 +1021,7 @@ def test_every_refusal_of_a_pathway_form_is_written_to_the_audit_log(clients, ep
         ),
         (
             "consent before eligibility",
-            lambda: coordinator.post(f"/episodes/{episode}/consent", data=consent_form),
+            lambda: coordinator.post(f"/episodes/{episode}/consent", data=TABLET_CONSENT),
             "episode.step_refused",
         ),
     ]
